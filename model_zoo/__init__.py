@@ -1,0 +1,110 @@
+"""The model zoo: architectures by family, each with metadata, built by name.
+
+Every model takes RGB (or grey) floats in [0, 1]; normalisation lives inside the returned module.
+
+>>> import model_zoo
+>>> model = model_zoo.create_model("small_cnn")
+>>> model.metadata.family, model.metadata.input_size
+('cnn', (1, 28, 28))
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from model_zoo import cnn, mlp, transformer  # noqa: F401  (registers the entries)
+from model_zoo.metadata import FAMILIES, ModelMetadata
+from model_zoo.registry import ZooEntry, get_entry, register_model, registered_names
+from model_zoo.weights import apply_state_dict, load_pretrained, read_state_dict, sha256_file
+
+__all__ = [
+    "FAMILIES",
+    "ModelMetadata",
+    "NormalizedModel",
+    "ZooEntry",
+    "create_model",
+    "get_metadata",
+    "list_models",
+    "register_model",
+]
+
+
+class NormalizedModel(nn.Module):
+    """Wraps a classifier so that it takes images in [0, 1] and normalises them itself.
+
+    Attributes:
+        net: the wrapped classifier (its state dict is what checkpoints hold).
+        metadata: the model's :class:`ModelMetadata`.
+    """
+
+    def __init__(self, net: nn.Module, metadata: ModelMetadata) -> None:
+        super().__init__()
+        self.net = net
+        self.metadata = metadata
+        shape = (1, len(metadata.mean), 1, 1)
+        self.register_buffer("mean", torch.tensor(metadata.mean).view(shape), persistent=False)
+        self.register_buffer("std", torch.tensor(metadata.std).view(shape), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Names of the registered models, optionally of one family (``cnn``, ``transformer``, ``mlp``, ``nas``)."""
+    return registered_names(family)
+
+
+def get_metadata(name: str, **overrides) -> ModelMetadata:
+    """Metadata of a zoo entry (parameters counted on the meta device, so nothing is allocated)."""
+    with torch.device("meta"):
+        net, meta = get_entry(name).factory(**overrides)
+    return replace(meta, params=sum(p.numel() for p in net.parameters()))
+
+
+def create_model(
+    name: str,
+    *,
+    weights: str = "random",
+    sha256: str | None = None,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    img_size: int | None = None,
+) -> NormalizedModel:
+    """Build a zoo model by name.
+
+    Args:
+        name: a registered name (see :func:`list_models`).
+        weights: ``random``, ``pretrained`` (timm's hub tag of the entry; uses the local cache and fails
+            fast offline) or a path to a ``.safetensors`` / torch state-dict file.
+        sha256: expected digest of the weights file; a mismatch refuses it.
+        num_classes, in_chans, img_size: overrides of the entry's defaults (``None`` keeps them).
+
+    Returns:
+        A :class:`NormalizedModel` in eval mode with ``.metadata`` set.
+
+    Raises:
+        ValueError: unknown name, weights that do not fit, sha256 mismatch.
+        FileNotFoundError: weights file missing, or pretrained weights unavailable offline.
+    """
+    entry = get_entry(name)
+    net, meta = entry.factory(num_classes=num_classes, in_chans=in_chans, img_size=img_size)
+    meta = replace(meta, params=sum(p.numel() for p in net.parameters()))
+    if weights == "pretrained":
+        if meta.architecture.startswith("robustart."):
+            raise ValueError(
+                f"model {name!r} has no published pretrained weights; train it (training=...) or set model.weights=PATH"
+            )
+        source = load_pretrained(
+            net, name=name, tag=meta.architecture, in_chans=meta.in_chans, num_classes=meta.num_classes
+        )
+        meta = meta.with_weights(source)
+    elif weights != "random":
+        path = Path(weights).expanduser()
+        state = read_state_dict(path, sha256=sha256)
+        apply_state_dict(net, state, source=f"weights file {path}")
+        meta = meta.with_weights(f"file:{path.name}", sha256 or sha256_file(path))
+    return NormalizedModel(net, meta).eval()

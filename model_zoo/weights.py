@@ -1,0 +1,140 @@
+"""Loading weights: timm's hub (offline-aware, fails fast), local files with sha256, zoo checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+# Checkpoint dicts from other code bases wrap the state dict under one of these keys.
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
+_STRIP_PREFIXES = ("module.", "model.")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_state_dict(path: str | Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a torch file (``weights_only=True``).
+
+    Args:
+        path: the weights file.
+        sha256: expected hex digest; a mismatch refuses the file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: digest mismatch, or the file holds no state dict.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path} (set model.weights to an existing file)")
+    if sha256 is not None:
+        actual = sha256_file(path)
+        if actual.lower() != sha256.lower():
+            raise ValueError(
+                f"sha256 of {path} is {actual}, expected {sha256}: the file is corrupt or not the one declared "
+                "(fix model.sha256 or the file)"
+            )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state: Any = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # pickle errors come in many types; report them as one bad-file error
+            raise ValueError(f"cannot read weights from {path}: {err}") from err
+    for key in _WRAPPER_KEYS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state dict of tensors")
+    for prefix in _STRIP_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def apply_state_dict(module: nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
+    """Load ``state`` into ``module`` strictly, with messages that say what does not fit."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"{source} does not fit this architecture: {len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
+        )
+    classes = getattr(module, "num_classes", None)
+    for key, value in state.items():
+        if own[key].shape != value.shape:
+            if classes is not None and value.ndim >= 1 and own[key].shape[0] == classes:
+                raise ValueError(
+                    f"{source} has {value.shape[0]} classes but the model has {classes} "
+                    f"(parameter {key}: {tuple(value.shape)} vs {tuple(own[key].shape)}); "
+                    "set model.num_classes to match the checkpoint or use the right checkpoint"
+                )
+            raise ValueError(
+                f"{source}: parameter {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}"
+            )
+    module.load_state_dict(state, strict=True)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub can be reached now; ``HF_HUB_OFFLINE`` means no, at once."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+        return False
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_pretrained(module: nn.Module, *, name: str, tag: str, in_chans: int, num_classes: int) -> str:
+    """Load timm's pretrained weights for ``tag`` into ``module``; return the weights source string.
+
+    Uses the local Hugging Face cache first, the hub only when reachable, so an offline machine gets
+    a clear error in seconds rather than a long retry loop.
+    """
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+    from timm.models import load_pretrained as timm_load_pretrained
+
+    cfg = get_pretrained_cfg(tag)
+    if cfg is None or not cfg.hf_hub_id:
+        raise ValueError(f"timm has no hub weights for {tag!r}; set model.weights=PATH or model.weights=random")
+    repo = cfg.hf_hub_id
+    path = None
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        cached = try_to_load_from_cache(repo, filename)
+        if isinstance(cached, str):
+            path = cached
+            break
+    if path is None:
+        if not hub_reachable():
+            raise FileNotFoundError(
+                f"pretrained weights for model {name!r} (timm {tag}) are not in the local Hugging Face cache and "
+                "the hub cannot be reached (offline or HF_HUB_OFFLINE=1). Point at a weights file with "
+                "model.weights=/path/to/weights.safetensors, or evaluate random weights with model.weights=random."
+            )
+        path = hf_hub_download(repo, "model.safetensors")
+    overlay = {**cfg.to_dict(), "file": path, "hf_hub_id": None, "url": None}
+    timm_load_pretrained(module, pretrained_cfg=overlay, num_classes=num_classes, in_chans=in_chans)
+    return f"timm:{tag}"

@@ -1,0 +1,22 @@
+"""Noise generators: adversarial, natural (ImageNet-C...) and, later, system noise.
+
+Every noise is a list of :class:`~noise.base.Condition` s; ``create_noise(name, **options)`` builds one.
+
+>>> from noise import create_noise
+>>> [str(c) for c in create_noise("imagenet_c", corruptions=["contrast"], severities=[1, 5]).conditions()]
+['imagenet_c/contrast severity=1', 'imagenet_c/contrast severity=5']
+"""
+
+from __future__ import annotations
+
+from noise import adversarial, natural  # noqa: F401  (registers the entries)
+from noise.base import Condition, Noise, NoiseSuite
+from noise.registry import create_noise, get_noise_entry, list_noises, register_noise
+
+__all__ = ["Condition", "Noise", "NoiseSuite", "create_noise", "get_noise_entry", "list_noises", "register_noise"]
+
+
+@register_noise("clean", kind="none")
+def clean() -> NoiseSuite:
+    """No noise: only the clean evaluation that every run does."""
+    return NoiseSuite("clean", [])

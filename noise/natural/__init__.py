@@ -1,0 +1,92 @@
+"""Natural noise: ImageNet-C corruptions generated on the fly.
+
+>>> import torch
+>>> from noise.natural import corrupt
+>>> x = torch.rand(4, 3, 32, 32)
+>>> corrupt(x, "gaussian_noise", 3, seed=0).shape
+torch.Size([4, 3, 32, 32])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from noise.base import Condition, Noise
+from noise.natural.corruptions import FUNCTIONS, IMAGENET_PARAMS
+from noise.registry import register_noise
+from noise.seeding import SampleRNG
+
+#: Corruptions implemented so far (ImageNet-C names).
+CORRUPTIONS: tuple[str, ...] = tuple(FUNCTIONS)
+SEVERITIES = (1, 2, 3, 4, 5)
+
+
+def _check(name: str, severity: int) -> None:
+    if name not in FUNCTIONS:
+        raise ValueError(f"unknown corruption {name!r}; available: {', '.join(CORRUPTIONS)}")
+    if isinstance(severity, bool) or not isinstance(severity, int) or severity not in SEVERITIES:
+        raise ValueError(f"severity must be an integer in 1..5, got {severity!r}")
+
+
+def corrupt(
+    images: torch.Tensor,
+    name: str,
+    severity: int,
+    *,
+    seed: int = 0,
+    sample_ids: Sequence[int] | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Apply an ImageNet-C corruption to a batch.
+
+    Args:
+        images: float32 NCHW in [0, 1], on any device.
+        name: corruption name (one of :data:`CORRUPTIONS`).
+        severity: 1..5.
+        seed: base seed; per-sample randomness comes from ``(seed, sample_id, name, severity)``.
+        sample_ids: one id per image (default ``0..N-1``); the same id always gets the same noise.
+
+    Returns:
+        The corrupted batch, same shape, dtype and device, values in [0, 1].
+    """
+    _check(name, severity)
+    if images.ndim != 4 or not images.is_floating_point():
+        raise ValueError(f"images must be a float NCHW batch, got {tuple(images.shape)} {images.dtype}")
+    ids = range(len(images)) if sample_ids is None else [int(i) for i in sample_ids]
+    if len(ids) != len(images):
+        raise ValueError(f"got {len(ids)} sample_ids for {len(images)} images")
+    rng = SampleRNG(seed, ids, name, severity, device=images.device)
+    param = IMAGENET_PARAMS[name][severity - 1]
+    return FUNCTIONS[name](images, param, rng)
+
+
+class CorruptionNoise(Noise):
+    """ImageNet-C corruptions x severities, generated on the fly."""
+
+    def __init__(self, name: str, corruptions: Sequence[str], severities: Sequence[int], seed: int) -> None:
+        if not corruptions:
+            raise ValueError(f"noise {name!r}: corruptions must not be empty")
+        if not severities:
+            raise ValueError(f"noise {name!r}: severities must not be empty")
+        for c in corruptions:
+            for s in severities:
+                _check(c, s)
+        self.name = name
+        self.corruptions = list(corruptions)
+        self.severities = list(severities)
+        self.seed = seed
+
+    def conditions(self) -> list[Condition]:
+        return [Condition(self.name, c, severity=s) for c in self.corruptions for s in self.severities]
+
+    def apply(self, images, labels, sample_ids, condition, model=None):
+        return corrupt(images, condition.name, condition.severity, seed=self.seed, sample_ids=sample_ids)
+
+
+@register_noise("imagenet_c", kind="natural")
+def imagenet_c(
+    corruptions: Sequence[str] | None = None, severities: Sequence[int] = SEVERITIES, seed: int = 0
+) -> CorruptionNoise:
+    """ImageNet-C corruptions generated on the fly (all implemented ones by default) at severities 1..5."""
+    return CorruptionNoise("imagenet_c", list(corruptions or CORRUPTIONS), list(severities), seed)

@@ -1,0 +1,54 @@
+"""``python -m robustart [overrides]``: the Hydra command line.
+
+With no overrides it runs ``experiment=quickstart``. Errors a user can cause (an unknown name, a
+misspelt key, a wrong type, missing data, a bad checkpoint) end with one message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from robustart.config import register_configs
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+USER_ERROR = 2
+_task_started = False
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _hydra_entry(cfg: DictConfig) -> None:
+    global _task_started
+    _task_started = True
+    from robustart.run import UserError, run
+
+    try:
+        run(cfg)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(USER_ERROR) from None
+
+
+def main() -> None:
+    if not CONF_DIR.is_dir():
+        print(f"error: robustart's config folder {CONF_DIR} is missing; install from a checkout (pip install -e .)",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(USER_ERROR)
+    register_configs()
+    if not any(not arg.startswith("-") for arg in sys.argv[1:]):
+        sys.argv.append("experiment=quickstart")
+    try:
+        _hydra_entry()
+    except SystemExit as exit_:
+        # Hydra exits with 1 when the config cannot be composed (unknown option, misspelt key, bad type):
+        # that is the user's input, so it gets the user-error status.
+        if exit_.code == 1 and not _task_started:
+            raise SystemExit(USER_ERROR) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

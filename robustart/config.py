@@ -1,0 +1,174 @@
+"""Structured config schemas (dataclasses in Hydra's ConfigStore).
+
+The YAML files in ``conf/`` are variants of these schemas, so a misspelt key or a value of the wrong
+type fails while the config is composed, before any work. Each noise YAML names its schema in its
+defaults list (``/noise_schema_<kind>@_here_``), because noises of different kinds take different
+options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    """Which zoo model, and with which weights."""
+
+    name: str = MISSING
+    #: ``random``, ``pretrained`` (timm's hub, local cache first, fails fast offline) or a file path.
+    weights: str = "random"
+    #: expected sha256 of the weights file; a mismatch refuses it.
+    sha256: str | None = None
+    num_classes: int | None = None
+    in_chans: int | None = None
+    img_size: int | None = None
+
+
+@dataclass
+class DataConfig:
+    """Clean evaluation (and training) data."""
+
+    name: str = MISSING
+    #: dataset folder; for ``fashion_mnist`` optional (searched in the cache, then the Debian package path).
+    root: str | None = None
+    #: split to evaluate on.
+    split: str = "test"
+    #: split to train on, when ``training`` is set.
+    train_split: str = "train"
+    #: DataLoader workers for decoding.
+    num_workers: int = 0
+
+
+@dataclass
+class CleanNoiseConfig:
+    name: str = "clean"
+
+
+@dataclass
+class CorruptionNoiseConfig:
+    """ImageNet-C corruptions generated on the fly."""
+
+    name: str = "imagenet_c"
+    corruptions: list[str] = field(
+        default_factory=lambda: [
+            "gaussian_noise",
+            "shot_noise",
+            "impulse_noise",
+            "speckle_noise",
+            "brightness",
+            "contrast",
+        ]
+    )
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    seed: int = 0
+
+
+@dataclass
+class PgdNoiseConfig:
+    """Projected gradient descent; ``eps`` written as users write them (``"4/255"``)."""
+
+    name: str = "pgd_linf"
+    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "8/255"])
+    steps: int = 20
+    #: step size as a fraction of eps (RobustART: 3/40).
+    rel_stepsize: float = 0.075
+    random_start: bool = True
+    seed: int = 0
+
+
+@dataclass
+class FgsmNoiseConfig:
+    name: str = "fgsm"
+    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "8/255"])
+    seed: int = 0
+
+
+@dataclass
+class SuiteNoiseConfig:
+    """Several noises in one run. ``members`` maps a noise name to its options."""
+
+    name: str = MISSING
+    members: dict[str, Any] = field(default_factory=dict)
+
+
+#: schema of each registered noise name, used to validate suite members too.
+NOISE_SCHEMAS: dict[str, type] = {
+    "clean": CleanNoiseConfig,
+    "imagenet_c": CorruptionNoiseConfig,
+    "pgd_linf": PgdNoiseConfig,
+    "fgsm": FgsmNoiseConfig,
+}
+
+
+@dataclass
+class TrainingConfig:
+    """A training recipe (see :func:`training.fit`)."""
+
+    name: str = MISSING
+    epochs: float = 1.0
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    seed: int = 0
+
+
+@dataclass
+class EvaluationConfig:
+    batch_size: int = 256
+    #: evaluate the first N samples of the split (``null``: all).
+    max_samples: int | None = None
+    #: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+    device: str = "auto"
+
+
+@dataclass
+class LoggerConfig:
+    #: ``none`` (console only) or ``wandb``.
+    name: str = "none"
+    project: str = "robustart"
+    #: wandb mode: ``offline``, ``online`` or ``disabled``.
+    mode: str = "offline"
+
+
+@dataclass
+class PathsConfig:
+    results_dir: str = "${oc.env:ROBUSTART_RESULTS,results}"
+    cache_dir: str = "${oc.env:ROBUSTART_CACHE,'~/.cache/robustart'}"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    noise: Any = MISSING
+    training: TrainingConfig | None = None
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    #: name of the experiment that set this run up (informational; set by conf/experiment files).
+    experiment: str | None = None
+    seed: int = 0
+
+
+def register_configs() -> None:
+    """Put the schemas into Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="robustart_schema", node=Config)
+    cs.store(name="noise_schema_clean", node=CleanNoiseConfig)
+    cs.store(name="noise_schema_corruption", node=CorruptionNoiseConfig)
+    cs.store(name="noise_schema_pgd", node=PgdNoiseConfig)
+    cs.store(name="noise_schema_fgsm", node=FgsmNoiseConfig)
+    cs.store(name="noise_schema_suite", node=SuiteNoiseConfig)

@@ -1,0 +1,350 @@
+"""One run: config -> identity -> (train) -> evaluate -> results store.
+
+``run(cfg)`` is the task that ``python -m robustart`` calls; tests call it with a composed config.
+Everything a user can get wrong is checked in :func:`prepare`, before any work, and raised as
+:class:`UserError`; the CLI turns that into one message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from robustart import store
+from robustart.config import NOISE_SCHEMAS
+
+log = logging.getLogger("robustart")
+
+# What affects results, and so the run identity. Paths, logging, workers and device do not.
+_IDENTITY_KEYS = {
+    "model": None,
+    "data": ("name", "root", "split", "train_split"),
+    "noise": None,
+    "training": None,
+    "evaluation": ("batch_size", "max_samples"),
+    "seed": None,
+}
+
+
+class UserError(Exception):
+    """A problem with the user's input (name, path, value, checkpoint), with the fix in the message."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    skipped: bool
+    metrics: Any = None  # pandas DataFrame when the run was executed
+
+
+def _hash(data: Any, length: int = 10) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def identity(cfg: DictConfig) -> dict[str, Any]:
+    """The part of the resolved config that determines the results."""
+    full = OmegaConf.to_container(cfg, resolve=True)
+    ident = {}
+    for key, fields in _IDENTITY_KEYS.items():
+        value = full.get(key)
+        if fields is not None and value is not None:
+            value = {f: value.get(f) for f in fields}
+        ident[key] = value
+    root = ident["data"].get("root")
+    if root:
+        ident["data"]["root"] = str(Path(root).expanduser().resolve())
+    return ident
+
+
+def run_directory(cfg: DictConfig) -> tuple[str, Path]:
+    """``(run_id, folder)``: the id is a hash of :func:`identity`, the folder names it readably."""
+    run_id = _hash(identity(cfg))
+    results = Path(os.path.expanduser(cfg.paths.results_dir))
+    return run_id, results / f"{cfg.model.name}-{cfg.noise.name}-{cfg.data.name}-{run_id}"
+
+
+# ---------------------------------------------------------------------------------------------------- prepare
+
+
+@dataclass
+class Plan:
+    """Everything built and checked before work starts."""
+
+    cfg: DictConfig
+    run_id: str
+    run_dir: Path
+    device: Any
+    noise: Any
+    eval_data: Any
+    data_info: Any
+    model: Any
+    train_data: Any = None
+    checkpoint: dict | None = None  # card of the checkpoint used (existing or to be trained)
+    checkpoint_dir: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"evaluation.device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"evaluation.device={name!r} but no CUDA device is available; use evaluation.device=cpu")
+    return device
+
+
+def build_noise(noise_cfg: DictConfig):
+    """Turn a noise config (one noise or a suite of members) into a :class:`noise.Noise`."""
+    from noise import NoiseSuite, create_noise
+
+    def one(name: str, options: dict) -> Any:
+        schema = NOISE_SCHEMAS.get(name)
+        if schema is None:
+            raise UserError(f"unknown noise {name!r}; valid names: {', '.join(sorted(NOISE_SCHEMAS))}")
+        try:
+            validated = OmegaConf.merge(OmegaConf.structured(schema), {**options, "name": name})
+        except OmegaConfBaseException as err:
+            raise UserError(f"noise {name!r}: {err}".splitlines()[0]) from None
+        kwargs = OmegaConf.to_container(validated)
+        kwargs.pop("name")
+        return create_noise(name, **kwargs)
+
+    options = OmegaConf.to_container(noise_cfg, resolve=True)
+    if "members" in options:
+        members = options["members"] or {}
+        if not members:
+            raise UserError(f"noise suite {options['name']!r} has no members")
+        return NoiseSuite(options["name"], [one(name, opts or {}) for name, opts in members.items()])
+    name = options.pop("name")
+    return one(name, options)
+
+
+def _training_key(cfg: DictConfig) -> tuple[str, dict]:
+    full = OmegaConf.to_container(cfg, resolve=True)
+    model = {k: v for k, v in full["model"].items() if k not in ("weights", "sha256")}
+    data = {k: full["data"].get(k) for k in ("name", "train_split")}
+    key = {"model": model, "data": data, "training": full["training"]}
+    return _hash(key, 12), key
+
+
+def prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
+    """Build data, noise and model and check every user input; raises :class:`UserError`."""
+    try:
+        return _prepare(cfg, run_id, run_dir)
+    except UserError:
+        raise
+    except (ValueError, FileNotFoundError, NotADirectoryError, ImportError, OmegaConfBaseException) as err:
+        raise UserError(str(err)) from None
+
+
+def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
+    import torch
+
+    import model_zoo
+    from robustart import data as datasets
+    from training import find_checkpoint
+
+    ev = cfg.evaluation
+    if ev.max_samples is not None and ev.max_samples < 1:
+        raise UserError(f"evaluation.max_samples must be a positive number or null (all), got {ev.max_samples}")
+    if ev.batch_size < 1:
+        raise UserError(f"evaluation.batch_size must be >= 1, got {ev.batch_size}")
+    device = _resolve_device(ev.device)
+    noise = build_noise(cfg.noise)
+    cache_dir = Path(os.path.expanduser(cfg.paths.cache_dir))
+    model_name = cfg.model.name
+    model_zoo.registry.get_entry(model_name)  # unknown names fail here with the list of valid ones
+
+    # data (the image size and classes of small in-memory sets also shape the model)
+    train_data = None
+    if cfg.data.name == "fashion_mnist":
+        eval_data, info = datasets.load_fashion_mnist(cfg.data.root, cache_dir, cfg.data.split)
+        if cfg.training is not None:
+            train_data, _ = datasets.load_fashion_mnist(cfg.data.root, cache_dir, cfg.data.train_split)
+        data_classes, data_chans = info.num_classes, info.in_chans
+    elif cfg.data.name == "imagenet":
+        if cfg.training is not None:
+            raise UserError("training on data=imagenet is not supported yet; drop training= or use fashion_mnist")
+        meta = model_zoo.get_metadata(model_name, num_classes=cfg.model.num_classes, in_chans=cfg.model.in_chans,
+                                      img_size=cfg.model.img_size)  # fmt: skip
+        transform = datasets.eval_transform(meta.input_size, meta.crop_pct, meta.interpolation)
+        eval_data, info = datasets.load_imagenet_folder(cfg.data.root, cfg.data.split, transform)
+        data_classes, data_chans = info.num_classes, info.in_chans
+    else:
+        raise UserError(f"unknown data {cfg.data.name!r}; valid names: fashion_mnist, imagenet")
+    if ev.max_samples is not None and ev.max_samples < len(eval_data):
+        eval_data = eval_data.subset(ev.max_samples)
+        info.num_samples = len(eval_data)
+
+    # model: trained by robustart (cached by training hash), or with the weights the config names
+    overrides = {"num_classes": cfg.model.num_classes, "in_chans": cfg.model.in_chans, "img_size": cfg.model.img_size}
+    checkpoint, checkpoint_dir = None, None
+    if cfg.training is not None:
+        overrides["num_classes"] = overrides["num_classes"] or data_classes
+        overrides["in_chans"] = overrides["in_chans"] or data_chans
+        train_hash, _ = _training_key(cfg)
+        checkpoint_dir = cache_dir / "checkpoints" / f"{model_name}-{cfg.data.name}-{cfg.training.name}-{train_hash}"
+        card = find_checkpoint(checkpoint_dir)
+        if card is not None:
+            model = model_zoo.create_model(model_name, weights=card["path"], sha256=card["sha256"], **overrides)
+            checkpoint = card
+        else:
+            torch.manual_seed(cfg.training.seed)
+            model = model_zoo.create_model(model_name, weights="random", **overrides)
+    else:
+        model = model_zoo.create_model(model_name, weights=cfg.model.weights, sha256=cfg.model.sha256, **overrides)
+    if model.metadata.num_classes != data_classes:
+        raise UserError(
+            f"model {model_name} has {model.metadata.num_classes} classes but data {cfg.data.name} has {data_classes}; "
+            f"set model.num_classes={data_classes} with matching weights, or train with training=..."
+        )
+    if model.metadata.in_chans != data_chans:
+        raise UserError(
+            f"model {model_name} takes {model.metadata.in_chans} channels but data {cfg.data.name} has {data_chans}; "
+            f"set model.in_chans={data_chans}"
+        )
+    return Plan(cfg, run_id, run_dir, device, noise, eval_data, info, model, train_data, checkpoint, checkpoint_dir)
+
+
+# ---------------------------------------------------------------------------------------------------- execute
+
+
+def _train(plan: Plan, timings: dict) -> None:
+    from training import fit, save_checkpoint
+
+    cfg = plan.cfg
+    tcfg = OmegaConf.to_container(cfg.training, resolve=True)
+    log.info("training %s with recipe %r on %s/%s (%d samples)", cfg.model.name, tcfg["name"], cfg.data.name,
+             cfg.data.train_split, len(plan.train_data))  # fmt: skip
+    t = time.monotonic()
+    kwargs = {k: v for k, v in tcfg.items() if k != "name"}
+    metrics = fit(plan.model, plan.train_data, device=plan.device, progress=log.info, **kwargs)
+    timings["train_s"] = time.monotonic() - t
+    train_hash, key = _training_key(cfg)
+    card = {
+        "config_hash": train_hash,
+        "recipe": tcfg,
+        "model": key["model"],
+        "data": {**key["data"], "num_samples": len(plan.train_data)},
+        "epochs": tcfg["epochs"],
+        "final_metrics": metrics,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    save_checkpoint(plan.checkpoint_dir, plan.model.net, card)
+    plan.checkpoint = {**card, **(json.loads((plan.checkpoint_dir / "checkpoint.json").read_text()))}
+    plan.checkpoint["path"] = str(plan.checkpoint_dir / plan.checkpoint["weights"])
+    log.info("checkpoint saved to %s", plan.checkpoint_dir)
+
+
+def execute(plan: Plan, t_start: float) -> RunResult:
+    import pandas as pd
+
+    from evaluation import evaluate, summarize
+    from robustart import data as datasets
+    from robustart.environment import device_description, git_commit, library_versions
+    from robustart.summary import format_summary
+
+    cfg, timings = plan.cfg, {}
+    logger = _start_logger(cfg)
+    if cfg.training is not None and plan.checkpoint is None:
+        _train(plan, timings)
+    elif plan.checkpoint is not None:
+        log.info("reusing checkpoint %s (sha256 %s...)", plan.checkpoint["path"], plan.checkpoint["sha256"][:12])
+    meta = plan.model.metadata
+    weights = f"robustart:{plan.checkpoint['config_hash']}" if plan.checkpoint else meta.weights
+    if weights == "random":
+        msg = f"model {meta.name} has RANDOM weights: its numbers measure an untrained network"
+        plan.notes.append(msg)
+        log.warning(msg)
+
+    counter = datasets.SkipCounter()
+    batches = datasets.iterate(plan.eval_data, cfg.evaluation.batch_size, cfg.data.num_workers, counter)
+    conditions = plan.noise.conditions()
+    log.info("evaluating %s on %s/%s (%d samples) x %d noise conditions + clean on %s", meta.name, cfg.data.name,
+             cfg.data.split, plan.data_info.num_samples, len(conditions), plan.device)  # fmt: skip
+    t = time.monotonic()
+    predictions = evaluate(plan.model, batches, plan.noise, device=plan.device, total=plan.data_info.num_samples,
+                           progress=log.info)  # fmt: skip
+    timings["eval_s"] = time.monotonic() - t
+    if counter.skipped:
+        msg = f"{counter.skipped} unreadable image(s) were skipped"
+        plan.notes.append(msg)
+        log.warning(msg)
+
+    run_cols = {"run_id": plan.run_id, "model": meta.name}
+    predictions = predictions.assign(**run_cols)
+    metrics = summarize(predictions).assign(
+        **run_cols, family=meta.family, weights=weights, params=meta.params, data=cfg.data.name
+    )
+    timings["total_s"] = time.monotonic() - t_start
+    manifest = {
+        "schema_version": store.SCHEMA_VERSION,
+        "run_id": plan.run_id,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "identity": identity(cfg),
+        "git_commit": git_commit(),
+        "versions": library_versions(),
+        "device": device_description(plan.device),
+        "seeds": {"run": cfg.seed, "training": cfg.training.seed if cfg.training else None},
+        "model": {**meta.as_dict(), "weights": weights},
+        "checkpoint": plan.checkpoint,
+        "data": {**vars(plan.data_info), "skipped_unreadable": counter.skipped},
+        "noise_conditions": [str(c) for c in conditions],
+        "notes": plan.notes,
+        "timings": timings,
+    }
+    store.write_table(predictions, store.predictions_schema(), plan.run_dir / store.PREDICTIONS_FILE)
+    store.write_table(metrics, store.metrics_schema(), plan.run_dir / store.METRICS_FILE)
+    store.write_json(manifest, plan.run_dir / store.MANIFEST_FILE)
+    store.mark_done(plan.run_dir)
+    if logger is not None:
+        logger.log({f"{r.noise}/{r.condition}/{r.metric}/{r.severity}/{r.eps}": r.value for r in metrics.itertuples()})
+        logger.finish()
+
+    header = (
+        f"robustart run {plan.run_id}: {meta.name} ({meta.family}, {meta.params:,} params, weights {weights}) "
+        f"on {cfg.data.name}/{cfg.data.split}, {plan.data_info.num_samples} samples"
+    )
+    notes = "".join(f"\nNOTE: {n}" for n in plan.notes)
+    print(f"\n{header}{notes}\n\n{format_summary(metrics)}\n\nresults: {plan.run_dir}  ({timings['total_s']:.1f} s)")
+    return RunResult(plan.run_dir, skipped=False, metrics=pd.DataFrame(metrics))
+
+
+def _start_logger(cfg: DictConfig):
+    if cfg.logger.name == "none":
+        return None
+    if cfg.logger.name != "wandb":
+        raise UserError(f"unknown logger {cfg.logger.name!r}; valid names: none, wandb")
+    try:
+        import wandb
+    except ImportError:
+        raise UserError('logger=wandb needs wandb: pip install "robustart[wandb]"') from None
+    return wandb.init(project=cfg.logger.project, mode=cfg.logger.mode, config=OmegaConf.to_container(cfg))
+
+
+def run(cfg: DictConfig) -> RunResult:
+    """Run one configured evaluation (training first if ``cfg.training`` is set); skip it if done."""
+    t_start = time.monotonic()
+    run_id, run_dir = run_directory(cfg)
+    if store.is_done(run_dir):
+        print(f"already done: {run_dir} (delete its 'done' file to run again)")
+        return RunResult(run_dir, skipped=True)
+    plan = prepare(cfg, run_id, run_dir)
+    if cfg.logger.name not in ("none", "wandb"):
+        raise UserError(f"unknown logger {cfg.logger.name!r}; valid names: none, wandb")
+    return execute(plan, t_start)

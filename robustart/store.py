@@ -1,0 +1,101 @@
+"""The results store: one folder per run with metrics, predictions, a manifest and a ``done`` marker.
+
+Every file is written to a temporary name and renamed into place, and ``done`` is written last, so a
+run folder is either complete (``done`` present) or ignored and redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+METRICS_FILE = "metrics.parquet"
+PREDICTIONS_FILE = "predictions.parquet"
+MANIFEST_FILE = "manifest.json"
+DONE_FILE = "done"
+
+
+def metrics_schema():
+    """Arrow schema of ``metrics.parquet``: one row per (run, metric, condition)."""
+    import pyarrow as pa
+
+    fields = [
+        ("run_id", pa.string()),
+        ("model", pa.string()),
+        ("family", pa.string()),
+        ("weights", pa.string()),
+        ("params", pa.int64()),
+        ("data", pa.string()),
+        ("noise", pa.string()),
+        ("metric", pa.string()),
+        ("condition", pa.string()),
+        ("severity", pa.int64()),
+        ("eps", pa.float64()),
+        ("value", pa.float64()),
+        ("n", pa.int64()),
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+    ]
+    return pa.schema(fields, metadata={"robustart_schema_version": str(SCHEMA_VERSION), "table": "metrics"})
+
+
+def predictions_schema():
+    """Arrow schema of ``predictions.parquet``: one row per (condition, sample)."""
+    import pyarrow as pa
+
+    fields = [
+        ("run_id", pa.string()),
+        ("model", pa.string()),
+        ("noise", pa.string()),
+        ("condition", pa.string()),
+        ("severity", pa.int64()),
+        ("eps", pa.float64()),
+        ("sample_id", pa.int64()),
+        ("label", pa.int64()),
+        ("pred", pa.int64()),
+        ("correct", pa.bool_()),
+        ("correct_top5", pa.bool_()),
+        ("confidence", pa.float32()),
+        ("margin", pa.float32()),
+    ]
+    return pa.schema(fields, metadata={"robustart_schema_version": str(SCHEMA_VERSION), "table": "predictions"})
+
+
+def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
+    """Call ``write(tmp_path)`` and rename the result to ``path`` (same folder, so the rename is atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_table(frame, schema, path: Path) -> None:
+    """Write a pandas frame as Parquet under ``schema`` (columns selected and cast; missing ones fail)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def write_json(data: dict, path: Path) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=False, default=str)))
+
+
+def is_done(run_dir: Path) -> bool:
+    return (Path(run_dir) / DONE_FILE).is_file()
+
+
+def mark_done(run_dir: Path) -> None:
+    atomic_write(Path(run_dir) / DONE_FILE, lambda tmp: Path(tmp).write_text("done\n"))

@@ -1,0 +1,52 @@
+"""A readable terminal summary of a run's metrics table."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+
+def format_eps(eps: float) -> str:
+    """``0.0078...`` -> ``"2/255"`` when eps is a multiple of 1/510, else the plain number."""
+    scaled = eps * 255
+    if abs(scaled * 2 - round(scaled * 2)) < 1e-6:
+        return f"{scaled:g}/255"
+    return f"{eps:.4g}"
+
+
+def _pct(value: float, low: float, high: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return f"{100 * value:5.1f}% [{100 * low:4.1f}, {100 * high:5.1f}]"
+
+
+def format_summary(metrics: pd.DataFrame) -> str:
+    """Clean accuracy, then one block per noise: attacks by eps, corruptions by severity."""
+    lines: list[str] = []
+    clean = metrics[metrics["noise"] == "clean"].set_index("metric")
+    for metric in ("top1", "top5"):
+        if metric in clean.index:
+            r = clean.loc[metric]
+            lines.append(f"clean       {metric:<10} {_pct(r.value, r.ci_low, r.ci_high)}   (n={int(r.n)})")
+    for noise, group in metrics[metrics["noise"] != "clean"].groupby("noise", sort=False):
+        lines.append("")
+        if group["eps"].notna().any():
+            lines.append(f"{noise:<11} {'eps':<9} {'robust_acc [95% CI]':<24} {'ar (clean-correct) [95% CI]':<28}")
+            for (cond, eps), g in group.groupby(["condition", "eps"], sort=False):
+                by = g.set_index("metric")
+                ra, ar = by.loc["robust_acc"], by.loc["ar"]
+                label = "" if cond == noise else cond
+                lines.append(
+                    f"{label:<11} {format_eps(eps):<9} {_pct(ra.value, ra.ci_low, ra.ci_high):<24} "
+                    f"{_pct(ar.value, ar.ci_low, ar.ci_high)}"
+                )
+        else:
+            table = group.pivot_table(index="condition", columns="severity", values="value", sort=False)
+            table = table.reindex(columns=sorted(table.columns))
+            header = "".join(f"{'sev ' + str(int(s)):>9}" for s in table.columns)
+            lines.append(f"{noise:<28}{header}    mean   (acc %)")
+            for cond, row in table.iterrows():
+                cells = "".join(f"{100 * v:9.1f}" for v in row)
+                lines.append(f"  {cond:<26}{cells}  {100 * row.mean():6.1f}")
+    return "\n".join(lines)
