@@ -97,7 +97,7 @@ def summarize(predictions: pd.DataFrame) -> pd.DataFrame:
         add(key, "top5", proportion(clean["correct_top5"]))
     noisy = predictions[predictions["noise"] != "clean"]
     for key, group in noisy.groupby(keys, dropna=False, sort=False):
-        key = tuple(None if isinstance(v, float) and math.isnan(v) else v for v in key)
+        key = tuple(None if pd.isna(v) else v for v in key)
         if key[3] is not None:
             add(key, "robust_acc", proportion(group["correct"]))
             clean_correct = clean["correct"].reindex(group["sample_id"]).to_numpy()

@@ -38,7 +38,8 @@ def main() -> None:
               file=sys.stderr)  # fmt: skip
         raise SystemExit(USER_ERROR)
     register_configs()
-    if not any(not arg.startswith("-") for arg in sys.argv[1:]):
+    args = sys.argv[1:]
+    if not any(not a.startswith("-") for a in args) and not set(args) & {"--hydra-help", "--info", "--version"}:
         sys.argv.append("experiment=quickstart")
     try:
         _hydra_entry()

@@ -1,0 +1,72 @@
+"""Shared helpers: compose configs like the CLI does, and run the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from robustart.config import register_configs
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+# A quickstart shrunk to seconds: a few training steps, 64 samples, 2-step PGD, two severities.
+FAST = [
+    "experiment=quickstart",
+    "training.epochs=0.05",
+    "evaluation.max_samples=64",
+    "evaluation.batch_size=32",
+    "noise.members.pgd_linf.steps=2",
+    "noise.members.imagenet_c.severities=[1,5]",
+]
+
+
+def compose_config(overrides: list[str], return_hydra_config: bool = False):
+    register_configs()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("config", overrides, return_hydra_config=return_hydra_config)
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """Fresh results and cache folders, also exported for subprocesses."""
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    monkeypatch.setenv("ROBUSTART_RESULTS", str(results))
+    monkeypatch.setenv("ROBUSTART_CACHE", str(cache))
+    return results, cache
+
+
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m robustart ARGS`` with the current environment (plus ``env``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "robustart", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        cwd=REPO,
+    )
+
+
+def run_dirs(results: Path) -> list[Path]:
+    return sorted(p for p in results.iterdir() if p.is_dir() and not p.name.startswith(".")) if results.exists() else []
+
+
+def write_photo_folder(root: Path, wnids=("n01440764", "n02123045"), per_class: int = 2) -> Path:
+    """An ImageNet-layout folder of real photographs (scikit-image's samples) saved as JPEG."""
+    from PIL import Image
+    from skimage import data
+
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), data.hubble_deep_field()]
+    k = 0
+    for wnid in wnids:
+        (root / wnid).mkdir(parents=True, exist_ok=True)
+        for j in range(per_class):
+            Image.fromarray(photos[k % len(photos)]).save(root / wnid / f"ILSVRC2012_val_{k + 1:08d}.JPEG", quality=90)
+            k += 1
+    return root

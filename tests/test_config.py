@@ -1,0 +1,69 @@
+"""Every YAML in conf/ composes; typos and wrong types fail while composing."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from robustart.run import build_noise, identity, run_directory
+from tests.conftest import CONF, compose_config
+
+GROUPS = ["model", "noise", "data", "training", "evaluation", "experiment", "logger"]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+
+
+def test_every_group_has_options():
+    assert {g for g, _ in OPTIONS} == set(GROUPS)
+    assert sorted(p.stem for p in (CONF / "hydra" / "launcher").glob("*.yaml")) == ["local", "slurm"]
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes(group, option):
+    cfg = compose_config([f"{group}={option}"])
+    assert cfg.model.name and cfg.data.name and cfg.noise.name
+    if group == "noise":
+        assert build_noise(cfg.noise).conditions() is not None
+        assert cfg.noise.name == option
+
+
+@pytest.mark.parametrize("launcher", ["local", "slurm"])
+def test_launchers_compose(launcher):
+    cfg = compose_config([f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("LocalLauncher" if launcher == "local" else "SlurmLauncher")
+
+
+def test_noise_configs_build_their_conditions():
+    cfg = compose_config(["experiment=quickstart"])
+    conditions = build_noise(cfg.noise).conditions()
+    assert len([c for c in conditions if c.noise == "pgd_linf"]) == 3
+    assert len([c for c in conditions if c.noise == "imagenet_c"]) == 4 * 5
+
+
+@pytest.mark.parametrize(
+    ("override", "error"),
+    [
+        ("model.nmae=x", ConfigCompositionException),
+        ("evaluation.batch_size=many", ConfigCompositionException),
+        ("model=no_such_model", ConfigCompositionException),
+    ],
+)
+def test_typos_and_types_fail_when_composing(override, error):
+    with pytest.raises(error):
+        compose_config([override])
+
+
+def test_noise_schema_is_strict():
+    with pytest.raises((ConfigCompositionException, ConfigKeyError, ValidationError)):
+        compose_config(["noise=pgd_linf", "noise.esp=[1/255]"])
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        compose_config(["noise=pgd_linf", "noise.steps=ten"])
+
+
+def test_run_identity_ignores_paths_and_device_but_not_results():
+    base = compose_config(["experiment=quickstart"])
+    moved = compose_config(["experiment=quickstart", "paths.results_dir=/elsewhere", "evaluation.device=cpu"])
+    other = compose_config(["experiment=quickstart", "noise.members.pgd_linf.steps=3"])
+    assert identity(base) == identity(moved)
+    assert run_directory(base)[0] == run_directory(moved)[0]
+    assert run_directory(base)[0] != run_directory(other)[0]
