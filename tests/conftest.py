@@ -66,7 +66,27 @@ def write_photo_folder(root: Path, wnids=("n01440764", "n02123045"), per_class: 
     k = 0
     for wnid in wnids:
         (root / wnid).mkdir(parents=True, exist_ok=True)
-        for j in range(per_class):
+        for _ in range(per_class):
             Image.fromarray(photos[k % len(photos)]).save(root / wnid / f"ILSVRC2012_val_{k + 1:08d}.JPEG", quality=90)
             k += 1
     return root
+
+
+@pytest.fixture(scope="session")
+def fashion_subset_model(tmp_path_factory):
+    """A small CNN trained briefly on real Fashion-MNIST, and 256 test images with labels."""
+    import torch
+
+    import model_zoo
+    from robustart.data import load_fashion_mnist
+    from training import fit
+
+    cache = tmp_path_factory.mktemp("cache")
+    train, _ = load_fashion_mnist(None, cache, "train")
+    test, _ = load_fashion_mnist(None, cache, "test")
+    torch.manual_seed(0)
+    model = model_zoo.create_model("small_cnn")
+    fit(model, train.subset(6000), epochs=1, batch_size=64, lr=0.05, warmup_epochs=0.1, seed=0)
+    x = torch.stack([test[i][0] for i in range(256)])
+    y = torch.stack([test[i][1] for i in range(256)])
+    return model.eval(), x, y

@@ -147,7 +147,9 @@ def _small_cnn_weights(path, num_classes=10):
 def test_checkpoint_missing_bad_sha_or_wrong_classes(workspace, tmp_path):
     results, _ = workspace
     base = ["model=small_cnn", "noise=clean", "data=fashion_mnist", "evaluation.max_samples=16"]
-    _assert_user_error(run_cli(*base, f"model.weights={tmp_path / 'missing.safetensors'}"), "not found", results=results)
+    _assert_user_error(
+        run_cli(*base, f"model.weights={tmp_path / 'missing.safetensors'}"), "not found", results=results
+    )
     good = _small_cnn_weights(tmp_path / "ten.safetensors")
     proc = run_cli(*base, f"model.weights={good}", "model.sha256=" + "0" * 64)
     _assert_user_error(proc, "sha256", results=results)

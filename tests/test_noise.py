@@ -1,0 +1,137 @@
+"""Noise: every registered noise keeps shape/dtype/range and is deterministic; corruptions match the
+reference implementation where it is deterministic and its statistics where it is random."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import model_zoo
+import noise
+from noise.adversarial import parse_eps
+from noise.natural import CORRUPTIONS, corrupt
+from noise.natural.corruptions import IMAGENET_PARAMS
+
+
+def _images(n=4, c=3, size=32, seed=0):
+    return torch.rand(n, c, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _tiny_model():
+    torch.manual_seed(0)
+    return model_zoo.create_model("small_cnn", in_chans=3, num_classes=10)
+
+
+@pytest.mark.parametrize("name", noise.list_noises())
+def test_every_noise_keeps_shape_dtype_range_and_is_deterministic(name):
+    options = {"severities": [1, 5]} if name == "imagenet_c" else {}
+    if noise.get_noise_entry(name).kind == "adversarial":
+        options = {"eps": ["2/255", "8/255"]}
+    n = noise.create_noise(name, **options)
+    x, y, ids = _images(), torch.arange(4), torch.arange(4)
+    model = _tiny_model() if n.needs_model else None
+    for cond in n.conditions():
+        a = n.apply(x, y, ids, cond, model)
+        b = n.apply(x, y, ids, cond, model)
+        assert a.shape == x.shape and a.dtype == x.dtype
+        assert a.min() >= 0 and a.max() <= 1
+        assert torch.equal(a, b), cond
+        if cond.eps is not None:
+            assert (a - x).abs().max() <= cond.eps + 1e-6
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_corruption_randomness_is_per_sample(name):
+    x = _images(6)
+    full = corrupt(x, name, 3, seed=7, sample_ids=[10, 11, 12, 13, 14, 15])
+    part = corrupt(x[2:4], name, 3, seed=7, sample_ids=[12, 13])
+    assert torch.allclose(full[2:4], part, atol=1e-6)
+    if name.endswith("_noise"):
+        assert not torch.equal(corrupt(x, name, 3, seed=8), corrupt(x, name, 3, seed=7))
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_severity_is_monotone(name):
+    x = _images(8, size=48)
+    distance = [(corrupt(x, name, s, seed=0) - x).abs().mean().item() for s in range(1, 6)]
+    assert all(a < b for a, b in itertools.pairwise(distance)), distance
+
+
+def test_bad_arguments():
+    x = _images()
+    with pytest.raises(ValueError, match=r"severity must be an integer in 1\.\.5"):
+        corrupt(x, "contrast", 0)
+    with pytest.raises(ValueError, match="unknown corruption"):
+        corrupt(x, "fogg", 1)
+    with pytest.raises(ValueError, match="takes no option"):
+        noise.create_noise("pgd_linf", epz=[1])
+
+
+def _reference(name, image_uint8, severity):
+    from imagecorruptions import corrupt as reference_corrupt
+
+    return reference_corrupt(image_uint8, corruption_name=name, severity=severity).astype(np.float64)
+
+
+@pytest.mark.parametrize("name", ["brightness", "contrast"])
+@pytest.mark.parametrize("severity", [1, 3, 5])
+def test_deterministic_corruptions_match_reference(name, severity):
+    from skimage import data
+
+    image = data.astronaut()[::2, ::2][:224, :224]  # a real photograph, 224 x 224
+    ours = corrupt(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255, name, severity)
+    ours = ours[0].permute(1, 2, 0).double().numpy() * 255
+    ref = _reference(name, image, severity)
+    # the reference truncates to uint8 (the original's np.uint8 cast)
+    assert np.abs(np.floor(ours + 1e-6) - ref).max() <= 1
+
+
+@pytest.mark.parametrize("severity", [1, 5])
+def test_gaussian_noise_statistics_match_the_specification(severity):
+    x = torch.full((1, 3, 224, 224), 0.5)
+    residual = corrupt(x, "gaussian_noise", severity) - x
+    sigma = IMAGENET_PARAMS["gaussian_noise"][severity - 1]
+    # the residual is N(0, sigma) clipped to the image range: compare with that distribution
+    expected = np.clip(np.random.default_rng(0).normal(0, sigma, 10**6), -0.5, 0.5).std()
+    assert abs(residual.std().item() - expected) < 0.02 * expected
+    assert abs(residual.mean().item()) < 0.01
+
+
+def test_impulse_noise_flips_the_specified_share():
+    x = torch.full((2, 3, 224, 224), 0.5)
+    amount = IMAGENET_PARAMS["impulse_noise"][2]
+    out = corrupt(x, "impulse_noise", 3)
+    flipped = out != 0.5
+    assert abs(flipped.float().mean().item() - amount) < 0.01
+    assert abs((out == 1).float().mean().item() - amount / 2) < 0.01
+
+
+def test_shot_noise_is_poisson():
+    x = torch.full((1, 3, 224, 224), 0.4)
+    c = IMAGENET_PARAMS["shot_noise"][0]
+    counts = corrupt(x, "shot_noise", 1) * c
+    assert torch.allclose(counts, counts.round(), atol=1e-4)
+    assert abs(counts.mean().item() - 0.4 * c) < 0.1 and abs(counts.var().item() - 0.4 * c) < 1.0
+
+
+def test_parse_eps():
+    assert parse_eps("8/255") == pytest.approx(8 / 255)
+    assert parse_eps(0.5) == 0.5 and parse_eps("0") == 0.0
+    for bad in ("-1/255", "a/b", "1/0", -0.1, "inf"):
+        with pytest.raises(ValueError):
+            parse_eps(bad)
+
+
+def test_pgd_lowers_accuracy_of_a_trained_model(fashion_subset_model):
+    model, x, y = fashion_subset_model
+    pgd = noise.create_noise("pgd_linf", eps=["8/255"], steps=10, rel_stepsize=0.25)
+    [cond] = pgd.conditions()
+    adv = pgd.apply(x, y, torch.arange(len(x)), cond, model)
+    with torch.no_grad():
+        clean_acc = (model(x).argmax(1) == y).float().mean()
+        adv_acc = (model(adv).argmax(1) == y).float().mean()
+    assert clean_acc > 0.6 and adv_acc < clean_acc - 0.1
+    assert (adv - x).abs().max() <= 8 / 255 + 1e-6

@@ -1,0 +1,64 @@
+"""The results store: declared schemas, atomic writes, the done marker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from robustart import store
+
+
+def test_metrics_schema_has_the_contract_columns():
+    names = set(store.metrics_schema().names)
+    contract = [
+        "run_id",
+        "model",
+        "family",
+        "noise",
+        "metric",
+        "condition",
+        "severity",
+        "eps",
+        "value",
+        "n",
+        "ci_low",
+        "ci_high",
+    ]
+    assert set(contract) <= names
+
+
+def test_write_table_casts_to_schema_and_records_version(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "run_id": ["r"], "model": ["m"], "family": ["cnn"], "weights": ["random"], "params": [3],
+            "data": ["d"], "noise": ["clean"], "metric": ["top1"], "condition": ["clean"],
+            "severity": pd.array([None], dtype="Int64"), "eps": [None], "value": [0.5], "n": [10],
+            "ci_low": [0.2], "ci_high": [0.8], "extra": ["dropped"],
+        }
+    )  # fmt: skip
+    store.write_table(frame, store.metrics_schema(), tmp_path / "m.parquet")
+    table = pq.read_table(tmp_path / "m.parquet")
+    assert table.schema.metadata[b"robustart_schema_version"] == b"1"
+    assert "extra" not in table.column_names and table.column("severity").null_count == 1
+    with pytest.raises(KeyError):
+        store.write_table(frame.drop(columns=["value"]), store.metrics_schema(), tmp_path / "bad.parquet")
+    assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_failed_write_leaves_no_file(tmp_path):
+    def boom(tmp):
+        Path(tmp).write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        store.atomic_write(tmp_path / "x.json", boom)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_done_marker(tmp_path):
+    assert not store.is_done(tmp_path)
+    store.mark_done(tmp_path)
+    assert store.is_done(tmp_path)
