@@ -164,6 +164,7 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
     if ev.batch_size < 1:
         raise UserError(f"evaluation.batch_size must be >= 1, got {ev.batch_size}")
     device = _resolve_device(ev.device)
+    _check_logger(cfg)
     noise = build_noise(cfg.noise)
     cache_dir = Path(os.path.expanduser(cfg.paths.cache_dir))
     model_name = cfg.model.name
@@ -259,7 +260,7 @@ def execute(plan: Plan, t_start: float) -> RunResult:
     from robustart.summary import format_summary
 
     cfg, timings = plan.cfg, {}
-    logger = _start_logger(cfg)
+    logger = _start_logger(cfg, plan.run_dir)
     if cfg.training is not None and plan.checkpoint is None:
         _train(plan, timings)
     elif plan.checkpoint is not None:
@@ -285,11 +286,9 @@ def execute(plan: Plan, t_start: float) -> RunResult:
         plan.notes.append(msg)
         log.warning(msg)
 
-    run_cols = {"run_id": plan.run_id, "model": meta.name}
+    run_cols = {"run_id": plan.run_id, "model": meta.name, "weights": weights}
     predictions = predictions.assign(**run_cols)
-    metrics = summarize(predictions).assign(
-        **run_cols, family=meta.family, weights=weights, params=meta.params, data=cfg.data.name
-    )
+    metrics = summarize(predictions).assign(**run_cols, family=meta.family, params=meta.params, data=cfg.data.name)
     timings["total_s"] = time.monotonic() - t_start
     manifest = {
         "schema_version": store.SCHEMA_VERSION,
@@ -325,16 +324,30 @@ def execute(plan: Plan, t_start: float) -> RunResult:
     return RunResult(plan.run_dir, skipped=False, metrics=pd.DataFrame(metrics))
 
 
-def _start_logger(cfg: DictConfig):
+def _check_logger(cfg: DictConfig) -> None:
+    if cfg.logger.name not in ("none", "wandb"):
+        raise UserError(f"unknown logger {cfg.logger.name!r}; valid names: none, wandb")
+    if cfg.logger.name == "wandb":
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise UserError('logger=wandb needs wandb: pip install "robustart[wandb]"') from None
+
+
+def _start_logger(cfg: DictConfig, run_dir: Path):
+    """A wandb run whose files live in the run folder, or None for console-only logging."""
     if cfg.logger.name == "none":
         return None
-    if cfg.logger.name != "wandb":
-        raise UserError(f"unknown logger {cfg.logger.name!r}; valid names: none, wandb")
-    try:
-        import wandb
-    except ImportError:
-        raise UserError('logger=wandb needs wandb: pip install "robustart[wandb]"') from None
-    return wandb.init(project=cfg.logger.project, mode=cfg.logger.mode, config=OmegaConf.to_container(cfg))
+    import wandb
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return wandb.init(
+        project=cfg.logger.project,
+        mode=cfg.logger.mode,
+        dir=str(run_dir),
+        name=run_dir.name,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
 
 
 def run(cfg: DictConfig) -> RunResult:
@@ -345,6 +358,4 @@ def run(cfg: DictConfig) -> RunResult:
         print(f"already done: {run_dir} (delete its 'done' file to run again)")
         return RunResult(run_dir, skipped=True)
     plan = prepare(cfg, run_id, run_dir)
-    if cfg.logger.name not in ("none", "wandb"):
-        raise UserError(f"unknown logger {cfg.logger.name!r}; valid names: none, wandb")
     return execute(plan, t_start)

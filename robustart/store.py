@@ -51,6 +51,7 @@ def predictions_schema():
     fields = [
         ("run_id", pa.string()),
         ("model", pa.string()),
+        ("weights", pa.string()),
         ("noise", pa.string()),
         ("condition", pa.string()),
         ("severity", pa.int64()),

@@ -172,6 +172,8 @@ def test_random_weights_are_announced(workspace):
     [run_dir] = run_dirs(results)
     frame = pq.read_table(run_dir / store.METRICS_FILE).to_pandas()
     assert (frame["weights"] == "random").all()
+    preds = pq.read_table(run_dir / store.PREDICTIONS_FILE).to_pandas()
+    assert len(preds) == 16 and (preds["weights"] == "random").all()
     assert "RANDOM" in json.loads((run_dir / store.MANIFEST_FILE).read_text())["notes"][0]
 
 
@@ -196,3 +198,12 @@ def test_card_command_on_real_photos_with_an_unreadable_file(workspace, tmp_path
     preds = pq.read_table(run_dir / store.PREDICTIONS_FILE).to_pandas()
     assert len(preds) == 4 * (1 + 4)
     assert set(preds["label"]) == {0, 281}  # n01440764 (tench) and n02123045 (tabby) in ImageNet-1k order
+
+
+def test_wandb_logger_offline(workspace):
+    results, _ = workspace
+    proc = run_cli("model=small_cnn", "noise=clean", "data=fashion_mnist", "evaluation.max_samples=16", "logger=wandb")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [run_dir] = run_dirs(results)
+    assert list((run_dir / "wandb").glob("offline-run-*")), "wandb wrote no offline run"
+    _assert_user_error(run_cli(*FAST, "logger.name=tensorboard"), "unknown logger 'tensorboard'")
