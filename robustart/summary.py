@@ -32,7 +32,7 @@ def format_summary(metrics: pd.DataFrame) -> str:
     for noise, group in metrics[metrics["noise"] != "clean"].groupby("noise", sort=False):
         lines.append("")
         if group["eps"].notna().any():
-            lines.append(f"{noise:<11} {'eps':<9} {'robust_acc [95% CI]':<24} {'ar (clean-correct) [95% CI]':<28}")
+            lines.append(f"{noise:<11} {'eps':<9} {'robust_acc [95% CI]':<24} ar (clean-correct) [95% CI]")
             for (cond, eps), g in group.groupby(["condition", "eps"], sort=False):
                 by = g.set_index("metric")
                 ra, ar = by.loc["robust_acc"], by.loc["ar"]

@@ -1,0 +1,40 @@
+"""The README's Python examples run, each in a fresh interpreter, next to a finished run's results."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import FAST, REPO, run_cli
+
+BLOCKS = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+
+
+def test_readme_has_python_examples():
+    assert len(BLOCKS) >= 3
+
+
+def test_readme_commands_are_real_configs():
+    text = (REPO / "README.md").read_text()
+    assert "make demo" in text and "make test" in text
+    assert "python -m robustart model=vit_b noise=imagenet_c data=imagenet data.root=" in text
+    assert (REPO / ".ci" / "run").read_text().strip().endswith("make test")
+
+
+@pytest.fixture(scope="module")
+def results_parent(tmp_path_factory):
+    parent = tmp_path_factory.mktemp("readme")
+    proc = run_cli(*FAST, env={"ROBUSTART_RESULTS": str(parent / "results"), "ROBUSTART_CACHE": str(parent / "c")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return parent
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_example_runs(index, results_parent):
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCKS[index]], cwd=results_parent, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
