@@ -10,7 +10,6 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e ".[dev]"
 	touch $@
 
@@ -20,7 +19,8 @@ data:
 	@if [ -d /usr/share/datasets/fashion-mnist ]; then \
 		echo "Fashion-MNIST: /usr/share/datasets/fashion-mnist"; \
 	elif command -v apt-get >/dev/null 2>&1; then \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; } \
+			|| echo "could not install dataset-fashion-mnist: Fashion-MNIST will be downloaded on first use"; \
 	else \
 		echo "apt-get not found: Fashion-MNIST will be downloaded on first use"; \
 	fi

@@ -7,8 +7,6 @@ run folder is either complete (``done`` present) or ignored and redone.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,17 +66,10 @@ def predictions_schema():
 
 
 def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
-    """Call ``write(tmp_path)`` and rename the result to ``path`` (same folder, so the rename is atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """:func:`training.checkpoint.atomic_write`, imported on use so that the done-check stays free of torch."""
+    from training.checkpoint import atomic_write as write_atomically
+
+    write_atomically(path, write)
 
 
 def write_table(frame, schema, path: Path) -> None:

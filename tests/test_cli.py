@@ -207,3 +207,11 @@ def test_wandb_logger_offline(workspace):
     [run_dir] = run_dirs(results)
     assert list((run_dir / "wandb").glob("offline-run-*")), "wandb wrote no offline run"
     _assert_user_error(run_cli(*FAST, "logger.name=tensorboard"), "unknown logger 'tensorboard'")
+
+
+def test_multirun_sweeps_two_runs(workspace):
+    results, _ = workspace
+    proc = run_cli("-m", *FAST, "evaluation.max_samples=16,32")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dirs = run_dirs(results)
+    assert len(dirs) == 2 and all((d / store.DONE_FILE).is_file() for d in dirs)

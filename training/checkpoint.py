@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,12 @@ WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "checkpoint.json"
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
+    """Call ``write(tmp_path)`` and rename the result to ``path`` (same folder, so the rename is atomic).
+
+    On any error the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -38,9 +44,9 @@ def save_checkpoint(directory: str | Path, net: nn.Module, card: dict[str, Any])
     directory = Path(directory)
     weights = directory / WEIGHTS_FILE
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    _atomic_write(weights, lambda tmp: save_file(state, tmp))
+    atomic_write(weights, lambda tmp: save_file(state, tmp))
     card = {**card, "weights": WEIGHTS_FILE, "sha256": sha256_file(weights)}
-    _atomic_write(directory / CARD_FILE, lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2, sort_keys=True)))
+    atomic_write(directory / CARD_FILE, lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2, sort_keys=True)))
     return weights
 
 
