@@ -135,6 +135,7 @@ def load_pretrained(module: nn.Module, *, name: str, tag: str, in_chans: int, nu
                 "model.weights=/path/to/weights.safetensors, or evaluate random weights with model.weights=random."
             )
         path = hf_hub_download(repo, "model.safetensors")
-    overlay = {**cfg.to_dict(), "file": path, "hf_hub_id": None, "url": None}
+    # hub files are timm-native state dicts: the cfg's custom_load (an original .npz format) does not apply
+    overlay = {**cfg.to_dict(), "file": path, "hf_hub_id": None, "url": None, "custom_load": False}
     timm_load_pretrained(module, pretrained_cfg=overlay, num_classes=num_classes, in_chans=in_chans)
     return f"timm:{tag}"

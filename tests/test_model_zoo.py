@@ -84,3 +84,29 @@ def test_pretrained_offline_fails_with_the_fix(monkeypatch, tmp_path):
         model_zoo.create_model("vit_t", weights="pretrained")
     with pytest.raises(ValueError, match="no published pretrained weights"):
         model_zoo.create_model("small_cnn", weights="pretrained")
+
+
+def test_pretrained_loads_from_the_local_hub_cache_offline(monkeypatch, tmp_path):
+    """``weights=pretrained`` finds timm's hub file in the Hugging Face cache without the network."""
+    import huggingface_hub.constants
+    from timm.models import get_pretrained_cfg
+
+    meta = model_zoo.get_metadata("vit_t")
+    repo = get_pretrained_cfg(meta.architecture).hf_hub_id
+    revision = "0" * 40
+    cached_repo = tmp_path / f"models--{repo.replace('/', '--')}"
+    snapshot = cached_repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (cached_repo / "refs").mkdir()
+    (cached_repo / "refs" / "main").write_text(revision)
+    torch.manual_seed(1)
+    reference = model_zoo.create_model("vit_t")
+    save_file({k: v.contiguous() for k, v in reference.net.state_dict().items()}, str(snapshot / "model.safetensors"))
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    loaded = model_zoo.create_model("vit_t", weights="pretrained")
+    assert loaded.metadata.weights == f"timm:{meta.architecture}"
+    x = torch.rand(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), reference(x))
