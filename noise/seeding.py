@@ -29,11 +29,11 @@ class SampleRNG:
 
     def rand(self, shape: Sequence[int]) -> torch.Tensor:
         """Uniform [0, 1) draws, shape ``(batch, *shape)``."""
-        return torch.stack([torch.rand(*shape, generator=g, device=self.device) for g in self.generators])
+        return torch.stack([torch.rand(tuple(shape), generator=g, device=self.device) for g in self.generators])
 
     def randn(self, shape: Sequence[int]) -> torch.Tensor:
         """Standard normal draws, shape ``(batch, *shape)``."""
-        return torch.stack([torch.randn(*shape, generator=g, device=self.device) for g in self.generators])
+        return torch.stack([torch.randn(tuple(shape), generator=g, device=self.device) for g in self.generators])
 
     def poisson(self, rates: torch.Tensor) -> torch.Tensor:
         """Poisson draws with the given per-element rates, shape ``rates.shape`` (batch first)."""

@@ -54,16 +54,8 @@ class CorruptionNoiseConfig:
     """ImageNet-C corruptions generated on the fly."""
 
     name: str = "imagenet_c"
-    corruptions: list[str] = field(
-        default_factory=lambda: [
-            "gaussian_noise",
-            "shot_noise",
-            "impulse_noise",
-            "speckle_noise",
-            "brightness",
-            "contrast",
-        ]
-    )
+    #: corruption names; ``null`` means every implemented corruption
+    corruptions: list[str] | None = None
     severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     seed: int = 0
 

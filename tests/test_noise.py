@@ -13,11 +13,21 @@ import model_zoo
 import noise
 from noise.adversarial import parse_eps
 from noise.natural import CORRUPTIONS, corrupt
-from noise.natural.corruptions import IMAGENET_PARAMS
+from noise.natural.params import IMAGENET_PARAMS
 
 
 def _images(n=4, c=3, size=32, seed=0):
     return torch.rand(n, c, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _photos(size: int) -> torch.Tensor:
+    """Real photographs (scikit-image's), resized to ``size`` px."""
+    from PIL import Image
+    from skimage import data
+
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    resized = [np.asarray(Image.fromarray(p).resize((size, size), Image.BILINEAR)) for p in photos]
+    return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float() / 255
 
 
 def _tiny_model():
@@ -53,9 +63,16 @@ def test_corruption_randomness_is_per_sample(name):
         assert not torch.equal(corrupt(x, name, 3, seed=8), corrupt(x, name, 3, seed=7))
 
 
-@pytest.mark.parametrize("name", CORRUPTIONS)
+# Pixel distance from the clean image is not monotone in severity for every corruption: saturate
+# alternates between desaturating and oversaturating (AlexNet's errors: 0.59, 0.66, 0.51, ...), frost
+# mixes in a random crop with weights (0.65, 0.7) -> (0.6, 0.75), and fog's last severity rescales the
+# image more strongly. For those, severity is ordered by model error, not by pixel distance.
+NOT_MONOTONE = {"saturate", "fog", "frost"}
+
+
+@pytest.mark.parametrize("name", sorted(set(CORRUPTIONS) - NOT_MONOTONE))
 def test_severity_is_monotone(name):
-    x = _images(8, size=48)
+    x = _photos(96)
     distance = [(corrupt(x, name, s, seed=0) - x).abs().mean().item() for s in range(1, 6)]
     assert all(a < b for a, b in itertools.pairwise(distance)), distance
 

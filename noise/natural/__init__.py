@@ -14,9 +14,28 @@ from collections.abc import Sequence
 import torch
 
 from noise.base import Condition, Noise
-from noise.natural.corruptions import FUNCTIONS, IMAGENET_PARAMS
+from noise.natural import blur, corruptions, digital, weather
+from noise.natural.params import IMAGENET_PARAMS
 from noise.registry import register_noise
 from noise.seeding import SampleRNG
+
+#: name -> function(x, c, rng), for every corruption implemented so far
+FUNCTIONS = {
+    "gaussian_noise": corruptions.gaussian_noise,
+    "shot_noise": corruptions.shot_noise,
+    "impulse_noise": corruptions.impulse_noise,
+    "defocus_blur": blur.defocus_blur,
+    "zoom_blur": blur.zoom_blur,
+    "frost": weather.frost,
+    "fog": weather.fog,
+    "brightness": corruptions.brightness,
+    "contrast": corruptions.contrast,
+    "pixelate": digital.pixelate,
+    "jpeg_compression": digital.jpeg_compression,
+    "speckle_noise": corruptions.speckle_noise,
+    "gaussian_blur": blur.gaussian_blur,
+    "saturate": corruptions.saturate,
+}
 
 #: Corruptions implemented so far (ImageNet-C names).
 CORRUPTIONS: tuple[str, ...] = tuple(FUNCTIONS)

@@ -1,7 +1,7 @@
-"""ImageNet-C corruptions (Hendrycks & Dietterich, ICLR 2019) as batched torch functions.
+"""ImageNet-C noise and colour corruptions (Hendrycks & Dietterich, ICLR 2019) as batched torch functions.
 
 Each function maps a batch ``x`` (float32 NCHW in [0, 1], CPU or GPU) to a batch of the same shape,
-dtype and range. Parameters are those of the original ``make_imagenet_c.py`` for 224 px ImageNet.
+dtype and range; ``c`` is one severity's parameter (:mod:`noise.natural.params`).
 Random corruptions take a :class:`noise.seeding.SampleRNG`, so each image's noise depends only on
 ``(seed, sample_id, corruption, severity)``.
 
@@ -14,16 +14,6 @@ from __future__ import annotations
 import torch
 
 from noise.seeding import SampleRNG
-
-# severity 1..5 parameters, exactly as in make_imagenet_c.py (224 x 224 ImageNet)
-IMAGENET_PARAMS: dict[str, tuple] = {
-    "gaussian_noise": (0.08, 0.12, 0.18, 0.26, 0.38),
-    "shot_noise": (60, 25, 12, 5, 3),
-    "impulse_noise": (0.03, 0.06, 0.09, 0.17, 0.27),
-    "speckle_noise": (0.15, 0.2, 0.35, 0.45, 0.6),
-    "brightness": (0.1, 0.2, 0.3, 0.4, 0.5),
-    "contrast": (0.4, 0.3, 0.2, 0.1, 0.05),
-}
 
 
 def gaussian_noise(x: torch.Tensor, c: float, rng: SampleRNG) -> torch.Tensor:
@@ -65,17 +55,25 @@ def brightness(x: torch.Tensor, c: float, rng: SampleRNG | None = None) -> torch
     return torch.where(v > 0, scaled, v_new.expand_as(x)).clamp_(0, 1)
 
 
+def saturate(x: torch.Tensor, c: tuple[float, float], rng: SampleRNG | None = None) -> torch.Tensor:
+    """Scale the HSV saturation: ``S' = clip(S * c[0] + c[1], 0, 1)``, keeping hue and value.
+
+    With hue and value fixed, each channel is ``V - (V - x) * S' / S``; a grey pixel (S = 0, hue 0 in
+    scikit-image's convention) becomes ``(V, V (1 - S'), V (1 - S'))``. Grey-scale images (one
+    channel) are treated as RGB with equal channels, of which the first is returned.
+    """
+    rgb = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+    v = rgb.amax(dim=1, keepdim=True)
+    delta = v - rgb.amin(dim=1, keepdim=True)
+    s = torch.where(v > 0, delta / v.clamp(min=torch.finfo(x.dtype).tiny), torch.zeros_like(v))
+    s_new = (s * c[0] + c[1]).clamp(0, 1)
+    coloured = v - (v - rgb) * (s_new / s.clamp(min=torch.finfo(x.dtype).tiny))
+    grey = torch.cat([v, v * (1 - s_new), v * (1 - s_new)], dim=1)
+    out = torch.where(delta > 0, coloured, grey).clamp_(0, 1)
+    return out[:, :1] if x.shape[1] == 1 else out
+
+
 def contrast(x: torch.Tensor, c: float, rng: SampleRNG | None = None) -> torch.Tensor:
     """Scale each channel's deviation from its spatial mean by ``c``: ``clip((x - m) * c + m)``."""
     m = x.mean(dim=(2, 3), keepdim=True)
     return ((x - m) * c + m).clamp_(0, 1)
-
-
-FUNCTIONS = {
-    "gaussian_noise": gaussian_noise,
-    "shot_noise": shot_noise,
-    "impulse_noise": impulse_noise,
-    "speckle_noise": speckle_noise,
-    "brightness": brightness,
-    "contrast": contrast,
-}

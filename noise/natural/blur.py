@@ -1,0 +1,103 @@
+"""ImageNet-C blurs: defocus, Gaussian and zoom blur, batched in torch.
+
+Each function takes ``x`` (float32 NCHW in [0, 1]) and the severity's parameter ``c`` and keeps shape,
+dtype, device and range. They are deterministic (no randomness), so ``rng`` is accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from noise.seeding import SampleRNG
+
+
+@functools.lru_cache(maxsize=16)
+def disk_kernel(radius: int, alias_blur: float) -> np.ndarray:
+    """The original's anti-aliased disk: a normalised 0/1 disk, then cv2.GaussianBlur.
+
+    The disk lives on a 17 x 17 grid (3 x 3 blur) for radius <= 8, else on (2r+1)^2 (5 x 5 blur).
+    """
+    import cv2
+
+    half, ksize = (8, (3, 3)) if radius <= 8 else (radius, (5, 5))
+    grid = np.arange(-half, half + 1)
+    xx, yy = np.meshgrid(grid, grid)
+    disk = ((xx**2 + yy**2) <= radius**2).astype(np.float32)
+    disk /= disk.sum()
+    return cv2.GaussianBlur(disk, ksize=ksize, sigmaX=alias_blur)
+
+
+def _depthwise(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
+    """Correlate every channel with a 2-D ``kernel`` (odd sides), padding with ``mode``."""
+    kh, kw = kernel.shape
+    padded = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2), mode=mode)
+    weight = kernel.to(x)[None, None].expand(x.shape[1], 1, kh, kw)
+    return F.conv2d(padded, weight, groups=x.shape[1])
+
+
+def _reflect_pad_ok(x: torch.Tensor, pad: int) -> None:
+    if pad >= min(x.shape[-2:]):
+        raise ValueError(f"images of {tuple(x.shape[-2:])} px are too small for a {2 * pad + 1} px blur kernel")
+
+
+def defocus_blur(x: torch.Tensor, c: tuple[int, float], rng: SampleRNG | None = None) -> torch.Tensor:
+    """Defocus: correlate with the anti-aliased disk of radius ``c[0]``; borders reflect-101 like cv2.filter2D."""
+    kernel = torch.from_numpy(disk_kernel(int(c[0]), float(c[1])))
+    _reflect_pad_ok(x, kernel.shape[0] // 2)
+    return _depthwise(x, kernel, "reflect").clamp_(0, 1)
+
+
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """scipy.ndimage's Gaussian: radius ``int(truncate * sigma + 0.5)``, normalised weights."""
+    radius = int(truncate * sigma + 0.5)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    weights = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    return weights / weights.sum()
+
+
+def gaussian_filter(x: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """skimage/scipy ``gaussian`` over H and W with ``mode='nearest'`` (edge replication), per channel."""
+    k = gaussian_kernel1d(sigma, truncate).to(x)
+    r = k.numel() // 2
+    n, ch, h, w = x.shape
+    flat = x.reshape(n * ch, 1, h, w)
+    flat = F.conv2d(F.pad(flat, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    flat = F.conv2d(F.pad(flat, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+    return flat.reshape(n, ch, h, w)
+
+
+def gaussian_blur(x: torch.Tensor, c: float, rng: SampleRNG | None = None) -> torch.Tensor:
+    """Gaussian blur with standard deviation ``c`` px (truncated at 4 sigma, edges replicated)."""
+    return gaussian_filter(x, float(c)).clamp_(0, 1)
+
+
+def zoom_factors(severity_index: int) -> np.ndarray:
+    """The original's zoom factors, with ``np.arange``'s float end points (sev 1 has 12 factors)."""
+    ranges = [(1, 1.11, 0.01), (1, 1.16, 0.01), (1, 1.21, 0.02), (1, 1.26, 0.02), (1, 1.31, 0.03)]
+    return np.arange(*ranges[severity_index])
+
+
+def clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
+    """Centre crop of ``ceil(size / zoom)`` px, bilinear zoom by ``zoom`` (scipy ``order=1``, i.e.
+    ``align_corners=True``), centre trim back to the input size."""
+    h, w = x.shape[-2:]
+    ch, cw = math.ceil(h / zoom), math.ceil(w / zoom)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = x[..., top : top + ch, left : left + cw]
+    # scipy.ndimage.zoom's output size is round(input * zoom)
+    out = F.interpolate(crop, size=(round(ch * zoom), round(cw * zoom)), mode="bilinear", align_corners=True)
+    trim_top, trim_left = (out.shape[-2] - h) // 2, (out.shape[-1] - w) // 2
+    return out[..., trim_top : trim_top + h, trim_left : trim_left + w]
+
+
+def zoom_blur(x: torch.Tensor, c: np.ndarray, rng: SampleRNG | None = None) -> torch.Tensor:
+    """Average of the image and its centre zooms by each factor in ``c``."""
+    out = x.clone()
+    for zoom in c:
+        out += clipped_zoom(x, float(zoom))
+    return (out / (len(c) + 1)).clamp_(0, 1)

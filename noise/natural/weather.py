@@ -1,0 +1,123 @@
+"""ImageNet-C weather: fog (diamond-square plasma) and frost (crops of the original frost pictures)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from noise.seeding import SampleRNG
+
+#: the original draws the frost picture with ``np.random.randint(5)``, so frost6 is never used
+FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
+
+
+def plasma_fractal(
+    batch: int, mapsize: int, wibbledecay: float, uniform: Callable[[tuple[int, ...]], torch.Tensor], device=None
+) -> torch.Tensor:
+    """Diamond-square height maps in [0, 1], one per sample, shape ``(batch, mapsize, mapsize)``.
+
+    Follows the original step by step, including its ``wibble * U(-wibble, wibble)`` noise term and
+    the wrap-around neighbours of ``np.roll``.
+
+    Args:
+        batch: number of maps.
+        mapsize: side, a power of two.
+        wibbledecay: divisor of the noise amplitude at each level.
+        uniform: ``uniform(shape) -> U[0, 1) draws`` of shape ``(batch, *shape)``.
+    """
+    if mapsize & (mapsize - 1):
+        raise ValueError(f"mapsize must be a power of two, got {mapsize}")
+    maps = torch.zeros(batch, mapsize, mapsize, dtype=torch.float32, device=device)
+    step, wibble = mapsize, 100.0
+
+    def wibbled_mean(total: torch.Tensor) -> torch.Tensor:
+        noise = (uniform(tuple(total.shape[1:])).to(torch.float64) * 2 - 1) * wibble
+        return (total.to(torch.float64) / 4 + wibble * noise).to(torch.float32)
+
+    while step >= 2:
+        half = step // 2
+        corners = maps[:, 0::step, 0::step]
+        squares = corners + corners.roll(-1, dims=1)
+        squares = squares + squares.roll(-1, dims=2)
+        maps[:, half::step, half::step] = wibbled_mean(squares)
+        centres = maps[:, half::step, half::step]
+        corners = maps[:, 0::step, 0::step]
+        maps[:, 0::step, half::step] = wibbled_mean(
+            centres + centres.roll(1, dims=1) + corners + corners.roll(-1, dims=2)
+        )
+        maps[:, half::step, 0::step] = wibbled_mean(
+            centres + centres.roll(1, dims=2) + corners + corners.roll(-1, dims=1)
+        )
+        step //= 2
+        wibble /= wibbledecay
+    flat = maps.view(batch, -1)
+    flat -= flat.min(dim=1, keepdim=True).values
+    flat /= flat.max(dim=1, keepdim=True).values
+    return maps
+
+
+def fog(x: torch.Tensor, c: tuple[float, float], rng: SampleRNG) -> torch.Tensor:
+    """Fog: add ``c[0]`` times a plasma fractal (decay ``c[1]``), then rescale by ``max / (max + c[0])``.
+
+    The map side is the next power of two of the image's longer side (256 for 224 px); ``max`` is
+    the image's maximum over all channels, taken before the fog is added.
+    """
+    n, _, h, w = x.shape
+    mapsize = 1 << (max(h, w) - 1).bit_length()
+    plasma = plasma_fractal(n, mapsize, c[1], rng.rand, device=x.device)[:, None, :h, :w]
+    max_val = x.amax(dim=(1, 2, 3), keepdim=True)
+    return ((x + c[0] * plasma) * max_val / (max_val + c[0])).clamp_(0, 1)
+
+
+@functools.lru_cache(maxsize=1)
+def frost_pictures() -> tuple[np.ndarray, ...]:
+    """The original frost pictures as RGB uint8 arrays, read from the installed ``imagecorruptions``
+    package (``pip install imagecorruptions-imaug``), which ships byte-identical copies."""
+    import importlib.resources
+
+    import cv2
+
+    try:
+        folder = importlib.resources.files("imagecorruptions") / "frost"
+    except ModuleNotFoundError:
+        raise ImportError("frost needs the original frost pictures: pip install imagecorruptions-imaug") from None
+    pictures = []
+    for name in FROST_FILES:
+        with importlib.resources.as_file(folder / name) as path:
+            bgr = cv2.imread(str(path))  # drops alpha, like the original
+        if bgr is None:
+            raise FileNotFoundError(f"cannot read frost picture {name} from {folder}")
+        pictures.append(np.ascontiguousarray(bgr[..., ::-1]))
+    return tuple(pictures)
+
+
+def _frost_picture(index: int, h: int, w: int) -> np.ndarray:
+    """Frost picture ``index``, enlarged (cubic) only if the image is larger than it (224 px never is)."""
+    import cv2
+
+    picture = frost_pictures()[index]
+    ph, pw = picture.shape[:2]
+    if ph >= h and pw >= w:
+        return picture
+    scale = max(h / ph, w / pw)
+    return cv2.resize(picture, (int(np.ceil(pw * scale)), int(np.ceil(ph * scale))), interpolation=cv2.INTER_CUBIC)
+
+
+def frost(x: torch.Tensor, c: tuple[float, float], rng: SampleRNG) -> torch.Tensor:
+    """Frost: ``c[0] * x + c[1] * crop``, a random crop of a random original frost picture."""
+    n, _, h, w = x.shape
+    choice = rng.rand(())
+    pos = rng.rand((2,))
+    crops = []
+    for i in range(n):
+        index = min(int(choice[i] * len(FROST_FILES)), len(FROST_FILES) - 1)
+        picture = _frost_picture(index, h, w)
+        # np.random.randint(0, size - h): a start in [0, size - h), 0 when the picture fits exactly
+        top = int(pos[i, 0] * max(picture.shape[0] - h, 1))
+        left = int(pos[i, 1] * max(picture.shape[1] - w, 1))
+        crops.append(torch.from_numpy(picture[top : top + h, left : left + w].copy()))
+    layer = torch.stack(crops).permute(0, 3, 1, 2).to(x.device, torch.float32) / 255
+    return (c[0] * x + c[1] * layer).clamp_(0, 1)
