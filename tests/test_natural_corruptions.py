@@ -16,7 +16,7 @@ from PIL import Image
 
 from noise.natural import corrupt
 from noise.natural.params import IMAGENET_PARAMS
-from noise.natural.weather import FROST_FILES, frost_pictures, plasma_fractal
+from noise.natural.weather import FROST_FILES, frost_pictures, plasma_fractal, spatter_from_layer
 from noise.seeding import SampleRNG
 
 
@@ -112,3 +112,18 @@ def test_frost_is_a_crop_of_an_original_frost_picture():
 def test_frost_pictures_are_the_originals():
     sizes = [p.shape[:2] for p in frost_pictures()]
     assert sizes == [(600, 900), (315, 560), (315, 560), (350, 527), (495, 660)]
+
+
+@pytest.mark.parametrize("photo", [0, 1], ids=["224x224", "200x150"])
+def test_spatter_equals_the_reference_given_the_same_layer(photo):
+    from imagecorruptions import corrupt as reference
+
+    image = _photos()[photo]
+    for severity in range(1, 6):
+        c = IMAGENET_PARAMS["spatter"][severity - 1]
+        np.random.seed(severity)
+        ref = reference(image, corruption_name="spatter", severity=severity).astype(np.float64)
+        np.random.seed(severity)  # the reference's first draw is the liquid layer
+        layer = torch.from_numpy(np.random.normal(size=image.shape[:2], loc=c[0], scale=c[1]))[None]
+        ours = _to_levels(spatter_from_layer(_to_tensor(image), c, layer))
+        assert np.abs(ours - ref).mean() <= 0.01, (severity, np.abs(ours - ref).mean())

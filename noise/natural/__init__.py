@@ -34,6 +34,7 @@ FUNCTIONS = {
     "jpeg_compression": digital.jpeg_compression,
     "speckle_noise": corruptions.speckle_noise,
     "gaussian_blur": blur.gaussian_blur,
+    "spatter": weather.spatter,
     "saturate": corruptions.saturate,
 }
 

@@ -1,4 +1,5 @@
-"""ImageNet-C weather: fog (diamond-square plasma) and frost (crops of the original frost pictures)."""
+"""ImageNet-C weather: fog (diamond-square plasma), frost (crops of the original frost pictures) and
+spatter (water drops or mud from a thresholded random layer)."""
 
 from __future__ import annotations
 
@@ -121,3 +122,55 @@ def frost(x: torch.Tensor, c: tuple[float, float], rng: SampleRNG) -> torch.Tens
         crops.append(torch.from_numpy(picture[top : top + h, left : left + w].copy()))
     layer = torch.stack(crops).permute(0, 3, 1, 2).to(x.device, torch.float32) / 255
     return (c[0] * x + c[1] * layer).clamp_(0, 1)
+
+
+_WATER = (175 / 255, 238 / 255, 238 / 255)  # the original adds these to channels 0, 1, 2 of the RGB data
+_MUD = (63 / 255, 42 / 255, 20 / 255)
+_EMBOSS = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
+
+
+def _water_relief(liquid8: np.ndarray) -> np.ndarray:
+    """The original's OpenCV chain on one uint8 liquid layer: edges, distance, equalisation, emboss."""
+    import cv2
+
+    dist = 255 - cv2.Canny(liquid8, 50, 150)
+    dist = cv2.distanceTransform(dist, cv2.DIST_L2, 5)
+    _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
+    dist = cv2.blur(dist, (3, 3)).astype(np.uint8)
+    dist = cv2.equalizeHist(dist)
+    dist = cv2.filter2D(dist, cv2.CV_8U, _EMBOSS)
+    return cv2.blur(dist, (3, 3)).astype(np.float32)
+
+
+def spatter_from_layer(x: torch.Tensor, c: tuple, layer: torch.Tensor) -> torch.Tensor:
+    """Spatter given the random liquid layer ``layer`` (``(batch, H, W)`` draws of N(c[0], c[1])).
+
+    Mode 0 (water) runs the original's OpenCV chain (Canny, distance transform, histogram equalisation)
+    on the CPU, image by image; mode 1 (mud) stays on the input's device.
+    """
+    from noise.natural.blur import gaussian_filter
+
+    liquid = gaussian_filter(layer[:, None].to(x.device, torch.float32), float(c[2]))
+    liquid = torch.where(liquid < c[3], torch.zeros_like(liquid), liquid)
+    if c[5] == 0:
+        # (liquid * 255).astype(np.uint8): truncation
+        liquid8 = (liquid * 255).clamp(0, 255).to(torch.uint8)[:, 0].cpu().numpy()
+        masks = []
+        for one in liquid8:
+            m = one.astype(np.float32) * _water_relief(one)
+            masks.append(m / m.max() if m.max() > 0 else m)
+        mask = torch.from_numpy(np.stack(masks))[:, None].to(x.device) * c[4]
+        colour = torch.tensor(_WATER, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x + mask * colour[:, : x.shape[1]]).clamp_(0, 1)
+    mask = gaussian_filter((liquid > c[3]).to(x.dtype), float(c[4]))
+    mask = torch.where(mask < 0.8, torch.zeros_like(mask), mask)
+    colour = torch.tensor(_MUD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    if x.shape[1] == 1:  # grey images get the grey value of the mud (the original's rgb2gray)
+        colour = (colour * torch.tensor((0.2989, 0.5870, 0.1140), device=x.device).view(1, 3, 1, 1)).sum(1, True)
+    return (x * (1 - mask) + colour * mask).clamp_(0, 1)
+
+
+def spatter(x: torch.Tensor, c: tuple, rng: SampleRNG) -> torch.Tensor:
+    """Spatter: water drops (severities 1-3) or mud (4-5) from a thresholded, blurred random layer."""
+    layer = rng.randn(tuple(x.shape[-2:])) * c[1] + c[0]
+    return spatter_from_layer(x, c, layer)
