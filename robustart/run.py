@@ -288,7 +288,11 @@ def execute(plan: Plan, t_start: float) -> RunResult:
 
     run_cols = {"run_id": plan.run_id, "model": meta.name, "weights": weights}
     predictions = predictions.assign(**run_cols)
-    metrics = summarize(predictions).assign(**run_cols, family=meta.family, params=meta.params, data=cfg.data.name)
+    # AlexNet's published ImageNet-C errors normalise CE only for ImageNet-scale data
+    baseline = "alexnet" if cfg.data.name == "imagenet" else None
+    metrics = summarize(predictions, corruption_baseline=baseline).assign(
+        **run_cols, family=meta.family, params=meta.params, data=cfg.data.name
+    )
     timings["total_s"] = time.monotonic() - t_start
     manifest = {
         "schema_version": store.SCHEMA_VERSION,

@@ -5,6 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
+#: the 15 corruptions of the benchmark (mCE averages over these), in the original's order
+BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "impulse_noise",
+    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness",
+    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)  # fmt: skip
+#: the four extra ("validation") corruptions
+EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+
 IMAGENET_PARAMS: dict[str, tuple] = {
     # noise
     "gaussian_noise": (0.08, 0.12, 0.18, 0.26, 0.38),
