@@ -58,6 +58,8 @@ class CorruptionNoiseConfig:
     corruptions: list[str] | None = None
     severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     seed: int = 0
+    #: severity parameters: imagenet (224 px), cifar (32 px), tiny (64 px) or auto (by image size)
+    params: str = "auto"
 
 
 @dataclass

@@ -127,3 +127,45 @@ def test_spatter_equals_the_reference_given_the_same_layer(photo):
         layer = torch.from_numpy(np.random.normal(size=image.shape[:2], loc=c[0], scale=c[1]))[None]
         ours = _to_levels(spatter_from_layer(_to_tensor(image), c, layer))
         assert np.abs(ours - ref).mean() <= 0.01, (severity, np.abs(ours - ref).mean())
+
+
+def test_parameter_sets_by_size_and_by_name():
+    from noise.natural.params import CIFAR_PARAMS, PARAMETER_SETS, TINY_PARAMS, parameter_set
+
+    assert parameter_set("auto", 28, 28) is CIFAR_PARAMS and parameter_set("auto", 64, 64) is TINY_PARAMS
+    assert parameter_set("auto", 224, 224) is IMAGENET_PARAMS and parameter_set("imagenet", 32, 32) is IMAGENET_PARAMS
+    for table in PARAMETER_SETS.values():
+        assert set(table) == set(IMAGENET_PARAMS) and all(len(v) == 5 for v in table.values())
+    with pytest.raises(ValueError, match="unknown corruption parameter set 'svhn'"):
+        parameter_set("svhn", 32, 32)
+    x = torch.full((1, 3, 32, 32), 0.5)
+    for params, sigma in (("auto", 0.04), ("imagenet", 0.08)):
+        residual = corrupt(x, "gaussian_noise", 1, params=params) - x
+        assert residual.std().item() == pytest.approx(sigma, rel=0.1)
+
+
+def test_cifar_pixelate_and_frost_follow_the_cifar_generator():
+    import cv2
+
+    image = np.asarray(Image.fromarray(_photos()[0]).resize((32, 32), Image.BILINEAR))
+    for severity, c in enumerate((0.95, 0.9, 0.85, 0.75, 0.65), start=1):
+        ref = np.asarray(Image.fromarray(image).resize((int(32 * c),) * 2, Image.BOX).resize((32, 32), Image.BOX))
+        ours = corrupt(_to_tensor(image), "pixelate", severity)[0].permute(1, 2, 0).numpy() * 255
+        assert np.abs(ours - ref).max() < 1e-3
+    # CIFAR frost crops come from the pictures shrunk to a fifth
+    out = corrupt(torch.zeros(1, 3, 32, 32), "frost", 1, seed=2, sample_ids=[4])
+    rng = SampleRNG(2, [4], "frost", 1)
+    choice, pos = rng.rand(()), rng.rand((2,))
+    picture = cv2.resize(frost_pictures()[int(choice[0] * 5)], (0, 0), fx=0.2, fy=0.2)
+    top, left = int(pos[0, 0] * (picture.shape[0] - 32)), int(pos[0, 1] * (picture.shape[1] - 32))
+    crop = torch.from_numpy(picture[top : top + 32, left : left + 32].copy()).permute(2, 0, 1).float() / 255
+    assert torch.allclose(out[0], 0.2 * crop, atol=1e-6)
+
+
+def test_grey_images_get_grey_frost():
+    grey = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    out = corrupt(grey, "frost", 3, seed=1)
+    colour = corrupt(grey.expand(-1, 3, -1, -1), "frost", 3, seed=1)
+    weights = torch.tensor([0.2989, 0.5870, 0.1140]).view(1, 3, 1, 1)
+    assert out.shape == grey.shape
+    assert torch.allclose(out, (colour * weights).sum(1, keepdim=True).clamp(0, 1), atol=1e-6)

@@ -15,9 +15,20 @@ import torch
 
 from noise.base import Condition, Noise
 from noise.natural import blur, corruptions, digital, weather
-from noise.natural.params import IMAGENET_PARAMS
+from noise.natural.params import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, PARAMETER_SETS, parameter_set
 from noise.registry import register_noise
 from noise.seeding import SampleRNG
+
+__all__ = [
+    "BENCHMARK_CORRUPTIONS",
+    "CORRUPTIONS",
+    "EXTRA_CORRUPTIONS",
+    "FUNCTIONS",
+    "PARAMETER_SETS",
+    "SEVERITIES",
+    "CorruptionNoise",
+    "corrupt",
+]
 
 #: name -> function(x, c, rng), for every corruption implemented so far
 FUNCTIONS = {
@@ -41,6 +52,10 @@ FUNCTIONS = {
 #: Corruptions implemented so far (ImageNet-C names).
 CORRUPTIONS: tuple[str, ...] = tuple(FUNCTIONS)
 SEVERITIES = (1, 2, 3, 4, 5)
+#: corruptions that mix in colour (frost pictures, snow's grey-scale boost): grey-scale images go through
+#: RGB and back with the original's ``rgb2gray`` weights
+_COLOUR_ONLY = {"frost", "snow"}
+_GREY = (0.2989, 0.5870, 0.1140)
 
 
 def _check(name: str, severity: int) -> None:
@@ -57,6 +72,7 @@ def corrupt(
     *,
     seed: int = 0,
     sample_ids: Sequence[int] | torch.Tensor | None = None,
+    params: str = "auto",
 ) -> torch.Tensor:
     """Apply an ImageNet-C corruption to a batch.
 
@@ -66,6 +82,9 @@ def corrupt(
         severity: 1..5.
         seed: base seed; per-sample randomness comes from ``(seed, sample_id, name, severity)``.
         sample_ids: one id per image (default ``0..N-1``); the same id always gets the same noise.
+        params: severity parameters: ``imagenet`` (224 px), ``cifar`` (CIFAR-10-C, 32 px), ``tiny``
+            (Tiny-ImageNet-C, 64 px) or ``auto`` (chosen by image size, see
+            :func:`noise.natural.params.parameter_set`).
 
     Returns:
         The corrupted batch, same shape, dtype and device, values in [0, 1].
@@ -76,15 +95,20 @@ def corrupt(
     ids = range(len(images)) if sample_ids is None else [int(i) for i in sample_ids]
     if len(ids) != len(images):
         raise ValueError(f"got {len(ids)} sample_ids for {len(images)} images")
+    param = parameter_set(params, *images.shape[-2:])[name][severity - 1]
     rng = SampleRNG(seed, ids, name, severity, device=images.device)
-    param = IMAGENET_PARAMS[name][severity - 1]
+    if images.shape[1] == 1 and name in _COLOUR_ONLY:
+        out = FUNCTIONS[name](images.expand(-1, 3, -1, -1).contiguous(), param, rng)
+        return (out * torch.tensor(_GREY, device=out.device).view(1, 3, 1, 1)).sum(1, keepdim=True).clamp_(0, 1)
     return FUNCTIONS[name](images, param, rng)
 
 
 class CorruptionNoise(Noise):
     """ImageNet-C corruptions x severities, generated on the fly."""
 
-    def __init__(self, name: str, corruptions: Sequence[str], severities: Sequence[int], seed: int) -> None:
+    def __init__(
+        self, name: str, corruptions: Sequence[str], severities: Sequence[int], seed: int, params: str = "auto"
+    ) -> None:
         if not corruptions:
             raise ValueError(f"noise {name!r}: corruptions must not be empty")
         if not severities:
@@ -96,17 +120,24 @@ class CorruptionNoise(Noise):
         self.corruptions = list(corruptions)
         self.severities = list(severities)
         self.seed = seed
+        parameter_set(params, 224, 224)  # an unknown set name fails here, before any work
+        self.params = params
 
     def conditions(self) -> list[Condition]:
         return [Condition(self.name, c, severity=s) for c in self.corruptions for s in self.severities]
 
     def apply(self, images, labels, sample_ids, condition, model=None):
-        return corrupt(images, condition.name, condition.severity, seed=self.seed, sample_ids=sample_ids)
+        return corrupt(
+            images, condition.name, condition.severity, seed=self.seed, sample_ids=sample_ids, params=self.params
+        )
 
 
 @register_noise("imagenet_c", kind="natural")
 def imagenet_c(
-    corruptions: Sequence[str] | None = None, severities: Sequence[int] = SEVERITIES, seed: int = 0
+    corruptions: Sequence[str] | None = None,
+    severities: Sequence[int] = SEVERITIES,
+    seed: int = 0,
+    params: str = "auto",
 ) -> CorruptionNoise:
     """ImageNet-C corruptions generated on the fly (all implemented ones by default) at severities 1..5."""
-    return CorruptionNoise("imagenet_c", list(corruptions or CORRUPTIONS), list(severities), seed)
+    return CorruptionNoise("imagenet_c", list(corruptions or CORRUPTIONS), list(severities), seed, params)

@@ -17,14 +17,14 @@ from noise.seeding import SampleRNG
 
 
 @functools.lru_cache(maxsize=16)
-def disk_kernel(radius: int, alias_blur: float) -> np.ndarray:
+def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
     """The original's anti-aliased disk: a normalised 0/1 disk, then cv2.GaussianBlur.
 
     The disk lives on a 17 x 17 grid (3 x 3 blur) for radius <= 8, else on (2r+1)^2 (5 x 5 blur).
     """
     import cv2
 
-    half, ksize = (8, (3, 3)) if radius <= 8 else (radius, (5, 5))
+    half, ksize = (8, (3, 3)) if radius <= 8 else (int(radius), (5, 5))
     grid = np.arange(-half, half + 1)
     xx, yy = np.meshgrid(grid, grid)
     disk = ((xx**2 + yy**2) <= radius**2).astype(np.float32)
@@ -47,7 +47,7 @@ def _reflect_pad_ok(x: torch.Tensor, pad: int) -> None:
 
 def defocus_blur(x: torch.Tensor, c: tuple[int, float], rng: SampleRNG | None = None) -> torch.Tensor:
     """Defocus: correlate with the anti-aliased disk of radius ``c[0]``; borders reflect-101 like cv2.filter2D."""
-    kernel = torch.from_numpy(disk_kernel(int(c[0]), float(c[1])))
+    kernel = torch.from_numpy(disk_kernel(float(c[0]), float(c[1])))
     _reflect_pad_ok(x, kernel.shape[0] // 2)
     return _depthwise(x, kernel, "reflect").clamp_(0, 1)
 

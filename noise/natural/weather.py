@@ -95,11 +95,15 @@ def frost_pictures() -> tuple[np.ndarray, ...]:
     return tuple(pictures)
 
 
-def _frost_picture(index: int, h: int, w: int) -> np.ndarray:
-    """Frost picture ``index``, enlarged (cubic) only if the image is larger than it (224 px never is)."""
+@functools.lru_cache(maxsize=32)
+def _frost_picture(index: int, h: int, w: int, scale: float) -> np.ndarray:
+    """Frost picture ``index`` resized by ``scale`` (bilinear, as the CIFAR and Tiny-ImageNet originals do),
+    then enlarged (cubic) only if the image is still larger than it (224 px never is)."""
     import cv2
 
     picture = frost_pictures()[index]
+    if scale != 1:
+        picture = cv2.resize(picture, (0, 0), fx=scale, fy=scale)
     ph, pw = picture.shape[:2]
     if ph >= h and pw >= w:
         return picture
@@ -107,15 +111,16 @@ def _frost_picture(index: int, h: int, w: int) -> np.ndarray:
     return cv2.resize(picture, (int(np.ceil(pw * scale)), int(np.ceil(ph * scale))), interpolation=cv2.INTER_CUBIC)
 
 
-def frost(x: torch.Tensor, c: tuple[float, float], rng: SampleRNG) -> torch.Tensor:
-    """Frost: ``c[0] * x + c[1] * crop``, a random crop of a random original frost picture."""
+def frost(x: torch.Tensor, c: tuple[float, ...], rng: SampleRNG) -> torch.Tensor:
+    """Frost: ``c[0] * x + c[1] * crop``, a random crop of a random original frost picture, resized by
+    ``c[2]`` first when given (CIFAR-10-C: 0.2, Tiny-ImageNet-C: 0.3)."""
     n, _, h, w = x.shape
     choice = rng.rand(())
     pos = rng.rand((2,))
     crops = []
     for i in range(n):
         index = min(int(choice[i] * len(FROST_FILES)), len(FROST_FILES) - 1)
-        picture = _frost_picture(index, h, w)
+        picture = _frost_picture(index, h, w, float(c[2]) if len(c) > 2 else 1.0)
         # np.random.randint(0, size - h): a start in [0, size - h), 0 when the picture fits exactly
         top = int(pos[i, 0] * max(picture.shape[0] - h, 1))
         left = int(pos[i, 1] * max(picture.shape[1] - w, 1))
