@@ -60,6 +60,8 @@ class CorruptionNoiseConfig:
     seed: int = 0
     #: severity parameters: imagenet (224 px), cifar (32 px), tiny (64 px) or auto (by image size)
     params: str = "auto"
+    #: pass corrupted images through the released set's uint8 truncation + JPEG q85 save
+    released_format: bool = False
 
 
 @dataclass

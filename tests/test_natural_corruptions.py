@@ -169,3 +169,18 @@ def test_grey_images_get_grey_frost():
     weights = torch.tensor([0.2989, 0.5870, 0.1140]).view(1, 3, 1, 1)
     assert out.shape == grey.shape
     assert torch.allclose(out, (colour * weights).sum(1, keepdim=True).clamp(0, 1), atol=1e-6)
+
+
+def test_released_format_round_trip():
+    from noise import create_noise
+
+    image = _photos()[0]
+    x = _to_tensor(image)
+    noise = create_noise("imagenet_c", corruptions=["contrast"], severities=[2], released_format=True)
+    [condition] = noise.conditions()
+    out = noise.apply(x, None, torch.tensor([0]), condition)
+    plain = corrupt(x, "contrast", 2)
+    buffer = io.BytesIO()
+    Image.fromarray(np.uint8(plain[0].permute(1, 2, 0).numpy() * 255)).save(buffer, "JPEG", quality=85, optimize=True)
+    ref = np.asarray(Image.open(buffer)).astype(np.float64)
+    assert np.abs(out[0].permute(1, 2, 0).double().numpy() * 255 - ref).max() < 1e-3

@@ -107,7 +107,13 @@ class CorruptionNoise(Noise):
     """ImageNet-C corruptions x severities, generated on the fly."""
 
     def __init__(
-        self, name: str, corruptions: Sequence[str], severities: Sequence[int], seed: int, params: str = "auto"
+        self,
+        name: str,
+        corruptions: Sequence[str],
+        severities: Sequence[int],
+        seed: int,
+        params: str = "auto",
+        released_format: bool = False,
     ) -> None:
         if not corruptions:
             raise ValueError(f"noise {name!r}: corruptions must not be empty")
@@ -122,14 +128,16 @@ class CorruptionNoise(Noise):
         self.seed = seed
         parameter_set(params, 224, 224)  # an unknown set name fails here, before any work
         self.params = params
+        self.released_format = released_format
 
     def conditions(self) -> list[Condition]:
         return [Condition(self.name, c, severity=s) for c in self.corruptions for s in self.severities]
 
     def apply(self, images, labels, sample_ids, condition, model=None):
-        return corrupt(
+        out = corrupt(
             images, condition.name, condition.severity, seed=self.seed, sample_ids=sample_ids, params=self.params
         )
+        return digital.save_like_released(out) if self.released_format else out
 
 
 @register_noise("imagenet_c", kind="natural")
@@ -138,6 +146,13 @@ def imagenet_c(
     severities: Sequence[int] = SEVERITIES,
     seed: int = 0,
     params: str = "auto",
+    released_format: bool = False,
 ) -> CorruptionNoise:
-    """ImageNet-C corruptions generated on the fly (all implemented ones by default) at severities 1..5."""
-    return CorruptionNoise("imagenet_c", list(corruptions or CORRUPTIONS), list(severities), seed, params)
+    """ImageNet-C corruptions generated on the fly (all implemented ones by default) at severities 1..5.
+
+    ``released_format=True`` passes each corrupted image through the released set's uint8 truncation
+    and JPEG quality-85 save, so the numbers compare with evaluations on the released files.
+    """
+    return CorruptionNoise(
+        "imagenet_c", list(corruptions or CORRUPTIONS), list(severities), seed, params, released_format
+    )

@@ -73,14 +73,29 @@ def pixelate(x: torch.Tensor, c: float, rng: SampleRNG | None = None) -> torch.T
 
 def jpeg_compression(x: torch.Tensor, c: int, rng: SampleRNG | None = None) -> torch.Tensor:
     """JPEG at quality ``c`` with Pillow's defaults (4:2:0), decoded again. Runs on the CPU."""
+    return _jpeg_round_trip(to_uint8_levels(x), int(c), x)
+
+
+def save_like_released(x: torch.Tensor) -> torch.Tensor:
+    """What the released ImageNet-C files hold: ``np.uint8`` truncation, then JPEG quality 85
+    (``optimize=True``, 4:2:0), decoded again. Runs on the CPU.
+
+    Applying it to on-the-fly corruptions makes their numbers comparable with the released set's.
+    """
+    return _jpeg_round_trip(torch.floor(x.to(torch.float64) * 255).clamp_(0, 255), 85, x, optimize=True)
+
+
+def _jpeg_round_trip(levels: torch.Tensor, quality: int, like: torch.Tensor, optimize: bool = False) -> torch.Tensor:
     from PIL import Image
 
-    levels = to_uint8_levels(x).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    levels = levels.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     out = np.empty_like(levels)
     for i, image in enumerate(levels):
         buffer = io.BytesIO()
         mode = "L" if image.shape[-1] == 1 else "RGB"
-        Image.fromarray(image.squeeze(-1) if mode == "L" else image, mode).save(buffer, "JPEG", quality=int(c))
+        Image.fromarray(image.squeeze(-1) if mode == "L" else image, mode).save(
+            buffer, "JPEG", quality=quality, optimize=optimize
+        )
         decoded = np.asarray(Image.open(buffer))
         out[i] = decoded[..., None] if mode == "L" else decoded
-    return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255
+    return torch.from_numpy(out).permute(0, 3, 1, 2).to(like.device, like.dtype) / 255
