@@ -29,7 +29,7 @@ def _photos():
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
 
 
 def _to_levels(x: torch.Tensor) -> np.ndarray:
