@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from noise.base import Condition, Noise
-from noise.natural import blur, corruptions, digital, weather
+from noise.natural import blur, corruptions, digital, motion, weather
 from noise.natural.params import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, PARAMETER_SETS, parameter_set
 from noise.registry import register_noise
 from noise.seeding import SampleRNG
@@ -36,7 +36,9 @@ FUNCTIONS = {
     "shot_noise": corruptions.shot_noise,
     "impulse_noise": corruptions.impulse_noise,
     "defocus_blur": blur.defocus_blur,
+    "motion_blur": motion.motion_blur,
     "zoom_blur": blur.zoom_blur,
+    "snow": motion.snow,
     "frost": weather.frost,
     "fog": weather.fog,
     "brightness": corruptions.brightness,
@@ -52,9 +54,9 @@ FUNCTIONS = {
 #: Corruptions implemented so far (ImageNet-C names).
 CORRUPTIONS: tuple[str, ...] = tuple(FUNCTIONS)
 SEVERITIES = (1, 2, 3, 4, 5)
-#: corruptions that mix in colour (frost pictures, snow's grey-scale boost): grey-scale images go through
-#: RGB and back with the original's ``rgb2gray`` weights
-_COLOUR_ONLY = {"frost", "snow"}
+#: corruptions that mix in colour (the frost pictures): grey-scale images go through RGB and back with the
+#: original's ``rgb2gray`` weights
+_COLOUR_ONLY = {"frost"}
 _GREY = (0.2989, 0.5870, 0.1140)
 
 
