@@ -66,9 +66,12 @@ def test_corruption_randomness_is_per_sample(name):
 # Pixel distance from the clean image is not monotone in severity for every corruption: saturate
 # alternates between desaturating and oversaturating (AlexNet's errors: 0.59, 0.66, 0.51, ...), frost
 # mixes in a random crop with weights (0.65, 0.7) -> (0.6, 0.75), and fog's last severity rescales the
-# image more strongly, and spatter switches from water (severities 1-3) to mud (4-5). For those, severity
-# is ordered by model error, not by pixel distance.
-NOT_MONOTONE = {"saturate", "fog", "frost", "spatter"}
+# image more strongly, spatter switches from water (severities 1-3) to mud (4-5), and the original glass
+# blur moves pixels about as far at severity 2 as at 1 (and 4 as 3), and elastic_transform's severities
+# trade a large smooth warp (1-2) for small local ones (3-5; AlexNet's errors 0.53, 0.70, 0.56, ...).
+# For those, severity is ordered by model error, not by pixel distance (their own tests check their
+# distances against the reference).
+NOT_MONOTONE = {"saturate", "fog", "frost", "spatter", "glass_blur", "elastic_transform"}
 
 
 @pytest.mark.parametrize("name", sorted(set(CORRUPTIONS) - NOT_MONOTONE))

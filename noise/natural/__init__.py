@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from noise.base import Condition, Noise
-from noise.natural import blur, corruptions, digital, motion, weather
+from noise.natural import blur, corruptions, digital, geometric, motion, weather
 from noise.natural.params import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, PARAMETER_SETS, parameter_set
 from noise.registry import register_noise
 from noise.seeding import SampleRNG
@@ -36,6 +36,7 @@ FUNCTIONS = {
     "shot_noise": corruptions.shot_noise,
     "impulse_noise": corruptions.impulse_noise,
     "defocus_blur": blur.defocus_blur,
+    "glass_blur": geometric.glass_blur,
     "motion_blur": motion.motion_blur,
     "zoom_blur": blur.zoom_blur,
     "snow": motion.snow,
@@ -43,6 +44,7 @@ FUNCTIONS = {
     "fog": weather.fog,
     "brightness": corruptions.brightness,
     "contrast": corruptions.contrast,
+    "elastic_transform": geometric.elastic_transform,
     "pixelate": digital.pixelate,
     "jpeg_compression": digital.jpeg_compression,
     "speckle_noise": corruptions.speckle_noise,
@@ -51,8 +53,10 @@ FUNCTIONS = {
     "saturate": corruptions.saturate,
 }
 
-#: Corruptions implemented so far (ImageNet-C names).
-CORRUPTIONS: tuple[str, ...] = tuple(FUNCTIONS)
+#: all 19 corruptions: the 15 of the benchmark, then the 4 extra ones
+CORRUPTIONS: tuple[str, ...] = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
+if set(FUNCTIONS) != set(CORRUPTIONS):  # a new corruption must be listed in params.py as well
+    raise ImportError(f"noise.natural.FUNCTIONS and CORRUPTIONS differ: {sorted(set(FUNCTIONS) ^ set(CORRUPTIONS))}")
 SEVERITIES = (1, 2, 3, 4, 5)
 #: corruptions that mix in colour (the frost pictures): grey-scale images go through RGB and back with the
 #: original's ``rgb2gray`` weights
