@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from noise.natural import CORRUPTIONS
 from robustart import store
 from tests.conftest import FAST, REPO, run_cli, run_dirs, write_photo_folder
 
@@ -215,3 +216,18 @@ def test_multirun_sweeps_two_runs(workspace):
     assert proc.returncode == 0, proc.stderr[-3000:]
     dirs = run_dirs(results)
     assert len(dirs) == 2 and all((d / store.DONE_FILE).is_file() for d in dirs)
+
+
+@pytest.mark.slow
+def test_all_corruptions_on_imagenet_layout_write_the_mce_rows(workspace, tmp_path):
+    results, _ = workspace
+    root = write_photo_folder(tmp_path / "val", per_class=1)
+    proc = run_cli("model=resnet18", "model.weights=random", "noise=imagenet_c", "data=imagenet", f"data.root={root}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run_dir] = run_dirs(results)
+    metrics = pq.read_table(run_dir / store.METRICS_FILE).to_pandas()
+    acc = metrics[metrics.metric == "acc"]
+    assert len(acc) == 19 * 5 and set(acc["condition"]) == set(CORRUPTIONS)
+    assert len(metrics[metrics.metric == "ce"]) == 19
+    for metric in ("mce", "relative_mce", "mce_unnormalized"):
+        assert len(metrics[metrics.metric == metric]) == 1, metric

@@ -85,8 +85,16 @@ def test_bad_arguments():
     x = _images()
     with pytest.raises(ValueError, match=r"severity must be an integer in 1\.\.5"):
         corrupt(x, "contrast", 0)
-    with pytest.raises(ValueError, match="unknown corruption"):
+    with pytest.raises(ValueError, match="unknown corruption 'fogg'; valid names: gaussian_noise, shot_noise"):
         corrupt(x, "fogg", 1)
+    with pytest.raises(ValueError, match=r"valid: 1, 2, 3, 4, 5\), got 6"):
+        corrupt(x, "fog", 6)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        corrupt(x * 255, "contrast", 1)
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        corrupt(x[0], "contrast", 1)
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        corrupt(torch.rand(2, 4, 32, 32), "contrast", 1)
     with pytest.raises(ValueError, match="takes no option"):
         noise.create_noise("pgd_linf", epz=[1])
 

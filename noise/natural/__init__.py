@@ -66,9 +66,9 @@ _GREY = (0.2989, 0.5870, 0.1140)
 
 def _check(name: str, severity: int) -> None:
     if name not in FUNCTIONS:
-        raise ValueError(f"unknown corruption {name!r}; available: {', '.join(CORRUPTIONS)}")
+        raise ValueError(f"unknown corruption {name!r}; valid names: {', '.join(CORRUPTIONS)}")
     if isinstance(severity, bool) or not isinstance(severity, int) or severity not in SEVERITIES:
-        raise ValueError(f"severity must be an integer in 1..5, got {severity!r}")
+        raise ValueError(f"severity must be an integer in 1..5 (valid: 1, 2, 3, 4, 5), got {severity!r}")
 
 
 def corrupt(
@@ -96,8 +96,14 @@ def corrupt(
         The corrupted batch, same shape, dtype and device, values in [0, 1].
     """
     _check(name, severity)
-    if images.ndim != 4 or not images.is_floating_point():
-        raise ValueError(f"images must be a float NCHW batch, got {tuple(images.shape)} {images.dtype}")
+    if images.ndim != 4 or not images.is_floating_point() or images.shape[1] not in (1, 3):
+        raise ValueError(
+            f"images must be a float NCHW batch with 1 or 3 channels, got {tuple(images.shape)} {images.dtype}"
+        )
+    if images.numel() and (images.min() < 0 or images.max() > 1):
+        raise ValueError(
+            f"images must lie in [0, 1], got values in [{images.min().item():.3g}, {images.max().item():.3g}]"
+        )
     ids = range(len(images)) if sample_ids is None else [int(i) for i in sample_ids]
     if len(ids) != len(images):
         raise ValueError(f"got {len(ids)} sample_ids for {len(images)} images")
