@@ -14,92 +14,14 @@ transcriptions of the original code fed the same random numbers.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from noise.natural.blur import extend_index, gaussian_filter
 from noise.seeding import SampleRNG
-
-
-# severity 1..5 parameters, exactly as in make_imagenet_c.py; the elastic ones keep its 244 (sic)
-def _extend(index: torch.Tensor, n: int, mode: str) -> torch.Tensor:
-    """Map integer positions outside ``[0, n)`` back into it, as scipy/OpenCV extend a signal.
-
-    Args:
-        index: integer tensor of positions, any shape, any range.
-        n: signal length.
-        mode: ``"nearest"`` (``aaaa|abcd|dddd``) or ``"reflect"`` (scipy's half-sample symmetric
-            ``dcba|abcd|dcba``).
-
-    Returns:
-        Positions in ``[0, n)``, same shape. Reflection is periodic, so offsets wider than the
-        signal (kernels of large Gaussians) fold back repeatedly as in scipy.
-    """
-    if mode == "nearest":
-        return index.clamp(0, n - 1)
-    if mode == "reflect":
-        m = torch.remainder(index, 2 * n)
-        return torch.where(m >= n, 2 * n - 1 - m, m)
-    raise ValueError(f"unknown boundary mode {mode!r}")
-
-
-@functools.lru_cache(maxsize=64)
-def _gaussian_matrix(
-    n: int, sigma: float, truncate: float, mode: str, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
-    """The ``n x n`` matrix of scipy's ``gaussian_filter1d`` along one axis, boundary included.
-
-    Writing the 1-D filter (kernel radius ``int(truncate * sigma + 0.5)``, weights normalised to sum
-    to 1, signal extended by ``mode``) as a dense matrix makes the result exact for any kernel
-    radius, even one several times the image size (elastic severity 1 has radius 512 on a 224 px
-    image), and turns the separable 2-D filter into two batched matrix products.
-
-    Args:
-        n: signal length.
-        sigma: Gaussian standard deviation in pixels.
-        truncate: kernel radius in standard deviations.
-        mode: boundary mode, see :func:`_extend`.
-        dtype: dtype of the returned matrix.
-        device: device of the returned matrix.
-
-    Returns:
-        ``K`` of shape ``(n, n)`` with ``filtered = K @ signal``; cached, so never modify it.
-    """
-    radius = int(truncate * float(sigma) + 0.5)
-    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    weights = torch.exp(-0.5 / (float(sigma) ** 2) * taps**2)
-    weights = weights / weights.sum()
-    rows = torch.arange(n)[:, None].expand(n, 2 * radius + 1)
-    cols = _extend(rows + taps.long()[None, :], n, mode)
-    matrix = torch.zeros(n, n, dtype=torch.float64)
-    # accumulate: with reflection several taps can land on the same source pixel; built on the CPU,
-    # where accumulation order is fixed, so results are bitwise reproducible on every device
-    matrix.index_put_((rows.reshape(-1), cols.reshape(-1)), weights.expand(n, -1).reshape(-1), accumulate=True)
-    return matrix.to(device=device, dtype=dtype)
-
-
-def _gaussian_2d(x: torch.Tensor, sigma: float, truncate: float, mode: str) -> torch.Tensor:
-    """Separable 2-D Gaussian over the last two dimensions, as ``scipy.ndimage.gaussian_filter``.
-
-    Args:
-        x: tensor ``(..., H, W)``; the leading dimensions (batch, channels) are not mixed, as with
-            skimage's ``gaussian(..., channel_axis=-1)``.
-        sigma: standard deviation in pixels, the same along both axes.
-        truncate: kernel radius in standard deviations.
-        mode: boundary mode, see :func:`_extend`.
-
-    Returns:
-        The filtered tensor, same shape and dtype.
-    """
-    if sigma == 0:  # scipy leaves an axis with sigma 0 unfiltered (CIFAR-10-C's first elastic severity)
-        return x
-    h, w = x.shape[-2:]
-    kh = _gaussian_matrix(h, sigma, truncate, mode, x.dtype, x.device)
-    kw = _gaussian_matrix(w, sigma, truncate, mode, x.dtype, x.device)
-    return kh @ x @ kw.T
 
 
 def _sample(image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mode: str) -> torch.Tensor:
@@ -248,7 +170,7 @@ def _gaussian_nearest_scipy(x: torch.Tensor, sigma: float) -> torch.Tensor:
     weights = (weights / weights.sum()).tolist()
     for dim in (-2, -1):
         n = x.shape[dim]
-        index = _extend(torch.arange(-radius, n + radius, device=x.device), n, "nearest")
+        index = extend_index(torch.arange(-radius, n + radius, device=x.device), n, "nearest")
         padded = x.index_select(dim, index)
 
         def shifted(j: int, padded: torch.Tensor = padded, n: int = n, dim: int = dim) -> torch.Tensor:
@@ -288,7 +210,7 @@ def glass_blur_with_offsets(x: torch.Tensor, c: tuple, offsets: torch.Tensor) ->
     for i in range(iterations):
         source = source.gather(1, _glass_pass_source(offsets[:, i].to(x.device), h, w, delta))
     shuffled = quantised.reshape(b, ch, h * w).gather(2, source[:, None, :].expand(b, ch, -1))
-    return _gaussian_2d(shuffled.reshape(b, ch, h, w) / 255, sigma, 4.0, "nearest").clamp_(0, 1)
+    return gaussian_filter(shuffled.reshape(b, ch, h, w) / 255, sigma, 4.0, "nearest").clamp_(0, 1)
 
 
 def glass_blur(x: torch.Tensor, c: tuple, rng: SampleRNG) -> torch.Tensor:
@@ -380,7 +302,7 @@ def elastic_transform_with_noise(
     warped = _sample(x, src_y, src_x, "reflect101")
 
     # smooth displacement fields: skimage gaussian(sigma, mode='reflect', truncate=3) * alpha, as float32
-    fields = _gaussian_2d(torch.stack([ux, uy], dim=1).double(), sigma, 3.0, "reflect") * alpha
+    fields = gaussian_filter(torch.stack([ux, uy], dim=1).double(), sigma, 3.0, "reflect") * alpha
     dx, dy = fields.float().double().unbind(1)
     # map_coordinates(order=1, mode='reflect') at (row + dy, col + dx); channels are never mixed
     out = _sample(warped, ys + dy, xs + dx, "reflect")
