@@ -54,6 +54,8 @@ def test_deterministic_corruptions_match_the_reference(name, photo):
 
 @pytest.mark.parametrize("photo", [0, 1], ids=["224x224", "200x150"])
 def test_pixelate_is_pillow_box_both_ways(photo):
+    from noise.natural.digital import pixelate_torch
+
     image = _photos()[photo]
     h, w = image.shape[:2]
     for severity, c in enumerate(IMAGENET_PARAMS["pixelate"], start=1):
@@ -61,6 +63,9 @@ def test_pixelate_is_pillow_box_both_ways(photo):
         ref = np.asarray(small.resize((w, h), Image.BOX)).astype(np.float64)
         ours = corrupt(_to_tensor(image), "pixelate", severity)[0].permute(1, 2, 0).double().numpy() * 255
         assert np.abs(ours - ref).max() < 1e-3
+        # the torch path (used off the CPU) does Pillow's fixed-point arithmetic exactly
+        torch_path = pixelate_torch(_to_tensor(image), c)[0].permute(1, 2, 0).double().numpy() * 255
+        assert np.abs(torch_path - ref).max() < 1e-3
 
 
 def test_jpeg_compression_is_pillow_jpeg():

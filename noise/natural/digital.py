@@ -42,30 +42,77 @@ def box_weights(in_size: int, out_size: int) -> np.ndarray:
     return weights
 
 
-def _resample_pass(x8: torch.Tensor, weights: np.ndarray, dim: int) -> torch.Tensor:
-    """One Pillow pass along ``dim`` (-1 horizontal, -2 vertical) on 8-bit values held in float64."""
-    m = torch.from_numpy(weights).to(x8.device)
-    acc = torch.matmul(x8, m.T) if dim == -1 else torch.matmul(m, x8)
-    return torch.floor(acc / (1 << _PRECISION_BITS) + 0.5).clamp_(0, 255)
+@functools.lru_cache(maxsize=64)
+def _box_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The non-zero BOX coefficients as ``(index, weight)`` arrays of shape ``(taps, out_size)``: each
+    output pixel reads only a few neighbours, so gathering them beats a dense matrix product."""
+    weights = box_weights(in_size, out_size)
+    taps = int((weights != 0).sum(axis=1).max())
+    index = np.zeros((taps, out_size), dtype=np.int64)
+    value = np.zeros((taps, out_size), dtype=np.float64)
+    for row, w in enumerate(weights):
+        nonzero = np.flatnonzero(w)
+        index[: len(nonzero), row] = nonzero
+        value[: len(nonzero), row] = w[nonzero]
+    return index, value
+
+
+def _resample_rows(x8: torch.Tensor, in_size: int, out_size: int) -> torch.Tensor:
+    """One Pillow pass along the rows (dim -2) of 8-bit values held in float64, exact in fixed point."""
+    index, value = _box_taps(in_size, out_size)
+    acc = None
+    for idx, w in zip(index, value, strict=True):
+        term = x8.index_select(-2, torch.from_numpy(idx).to(x8.device)) * torch.from_numpy(w).to(x8)[:, None]
+        acc = term if acc is None else acc.add_(term)
+    return torch.floor_(acc.div_(1 << _PRECISION_BITS).add_(0.5)).clamp_(0, 255)
 
 
 def pil_box_resize(x8: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Pillow ``Image.resize((width, height), BOX)`` of 8-bit images (float64 NCHW holding 0..255)."""
     h, w = x8.shape[-2:]
-    if width != w:
-        x8 = _resample_pass(x8, box_weights(w, width), -1)
+    if width != w:  # horizontal first, as Pillow; on transposed rows, where gathering is contiguous
+        x8 = _resample_rows(x8.transpose(-1, -2).contiguous(), w, width).transpose(-1, -2)
     if height != h:
-        x8 = _resample_pass(x8, box_weights(h, height), -2)
+        x8 = _resample_rows(x8, h, height)
     return x8
 
 
 def to_uint8_levels(x: torch.Tensor) -> torch.Tensor:
     """Float images in [0, 1] as 8-bit levels 0..255 (rounded), in float64."""
-    return torch.round(x.to(torch.float64) * 255).clamp_(0, 255)
+    return torch.round(x * 255).clamp_(0, 255).to(torch.float64)
 
 
 def pixelate(x: torch.Tensor, c: float, rng: SampleRNG | None = None) -> torch.Tensor:
-    """Pixelate: BOX-downsample to ``int(size * c)`` and BOX-upsample back, as Pillow does."""
+    """Pixelate: BOX-downsample to ``int(size * c)`` and BOX-upsample back, as Pillow does.
+
+    On the CPU this calls Pillow itself (its uint8 C loops are the fastest there); on other devices it
+    runs the same arithmetic in torch (:func:`pixelate_torch`), so the batch never leaves the device.
+    """
+    if x.device.type != "cpu":
+        return pixelate_torch(x, c)
+    from PIL import Image
+
+    h, w = x.shape[-2:]
+    levels = _hwc_uint8(x)
+    out = np.empty_like(levels)
+    for i, image in enumerate(levels):
+        pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+        small = np.asarray(pil.resize((int(w * c), int(h * c)), Image.BOX).resize((w, h), Image.BOX))
+        out[i] = small.reshape(h, w, -1)
+    return _from_hwc_uint8(out, x)
+
+
+def _hwc_uint8(x: torch.Tensor) -> np.ndarray:
+    """NCHW floats in [0, 1] as a contiguous NHWC uint8 array (rounded) on the CPU, for Pillow."""
+    return x.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def _from_hwc_uint8(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(array).to(like.device).permute(0, 3, 1, 2).to(like.dtype).div_(255)
+
+
+def pixelate_torch(x: torch.Tensor, c: float) -> torch.Tensor:
+    """:func:`pixelate` in torch: Pillow's BOX arithmetic, on any device."""
     h, w = x.shape[-2:]
     small = pil_box_resize(to_uint8_levels(x), int(h * c), int(w * c))
     return (pil_box_resize(small, h, w) / 255).to(x.dtype)
@@ -73,7 +120,7 @@ def pixelate(x: torch.Tensor, c: float, rng: SampleRNG | None = None) -> torch.T
 
 def jpeg_compression(x: torch.Tensor, c: int, rng: SampleRNG | None = None) -> torch.Tensor:
     """JPEG at quality ``c`` with Pillow's defaults (4:2:0), decoded again. Runs on the CPU."""
-    return _jpeg_round_trip(to_uint8_levels(x), int(c), x)
+    return _jpeg_round_trip(_hwc_uint8(x), int(c), x)
 
 
 def save_like_released(x: torch.Tensor) -> torch.Tensor:
@@ -82,13 +129,14 @@ def save_like_released(x: torch.Tensor) -> torch.Tensor:
 
     Applying it to on-the-fly corruptions makes their numbers comparable with the released set's.
     """
-    return _jpeg_round_trip(torch.floor(x.to(torch.float64) * 255).clamp_(0, 255), 85, x, optimize=True)
+    truncated = torch.floor(x.to(torch.float64) * 255).clamp_(0, 255).to(torch.uint8)
+    return _jpeg_round_trip(truncated.permute(0, 2, 3, 1).contiguous().cpu().numpy(), 85, x, optimize=True)
 
 
-def _jpeg_round_trip(levels: torch.Tensor, quality: int, like: torch.Tensor, optimize: bool = False) -> torch.Tensor:
+def _jpeg_round_trip(levels: np.ndarray, quality: int, like: torch.Tensor, optimize: bool = False) -> torch.Tensor:
+    """Encode each NHWC uint8 image as JPEG with Pillow and decode it again."""
     from PIL import Image
 
-    levels = levels.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     out = np.empty_like(levels)
     for i, image in enumerate(levels):
         buffer = io.BytesIO()
@@ -98,4 +146,4 @@ def _jpeg_round_trip(levels: torch.Tensor, quality: int, like: torch.Tensor, opt
         )
         decoded = np.asarray(Image.open(buffer))
         out[i] = decoded[..., None] if mode == "L" else decoded
-    return torch.from_numpy(out).permute(0, 3, 1, 2).to(like.device, like.dtype) / 255
+    return _from_hwc_uint8(out, like)
