@@ -62,6 +62,8 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
     root = ident["data"].get("root")
     if root:
         ident["data"]["root"] = str(Path(root).expanduser().resolve())
+    # every option with its default spelled out, so a changed default makes a new run
+    ident["noise"] = {"name": cfg.noise.name, "options": noise_options(cfg.noise)}
     return ident
 
 
@@ -107,11 +109,11 @@ def _resolve_device(name: str):
     return device
 
 
-def build_noise(noise_cfg: DictConfig):
-    """Turn a noise config (one noise or a suite of members) into a :class:`noise.Noise`."""
-    from noise import NoiseSuite, create_noise
+def noise_options(noise_cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """Each noise of the config (one, or a suite's members) with all its options, schema defaults
+    included and checked: ``{noise name: keyword arguments of its factory}``."""
 
-    def one(name: str, options: dict) -> Any:
+    def one(name: str, options: dict) -> dict[str, Any]:
         schema = NOISE_SCHEMAS.get(name)
         if schema is None:
             raise UserError(f"unknown noise {name!r}; valid names: {', '.join(sorted(NOISE_SCHEMAS))}")
@@ -121,16 +123,24 @@ def build_noise(noise_cfg: DictConfig):
             raise UserError(f"noise {name!r}: {err}".splitlines()[0]) from None
         kwargs = OmegaConf.to_container(validated)
         kwargs.pop("name")
-        return create_noise(name, **kwargs)
+        return kwargs
 
     options = OmegaConf.to_container(noise_cfg, resolve=True)
     if "members" in options:
         members = options["members"] or {}
         if not members:
             raise UserError(f"noise suite {options['name']!r} has no members")
-        return NoiseSuite(options["name"], [one(name, opts or {}) for name, opts in members.items()])
+        return {name: one(name, opts or {}) for name, opts in members.items()}
     name = options.pop("name")
-    return one(name, options)
+    return {name: one(name, options)}
+
+
+def build_noise(noise_cfg: DictConfig):
+    """Turn a noise config (one noise or a suite of members) into a :class:`noise.Noise`."""
+    from noise import NoiseSuite, create_noise
+
+    built = [create_noise(name, **kwargs) for name, kwargs in noise_options(noise_cfg).items()]
+    return NoiseSuite(noise_cfg.name, built) if "members" in noise_cfg else built[0]
 
 
 def _training_key(cfg: DictConfig) -> tuple[str, dict]:

@@ -67,3 +67,12 @@ def test_run_identity_ignores_paths_and_device_but_not_results():
     assert identity(base) == identity(moved)
     assert run_directory(base)[0] == run_directory(moved)[0]
     assert run_directory(base)[0] != run_directory(other)[0]
+
+
+def test_run_identity_spells_out_noise_defaults():
+    implicit = compose_config(["experiment=quickstart"])
+    explicit = compose_config(["experiment=quickstart", "+noise.members.imagenet_c.params=auto"])
+    other = compose_config(["experiment=quickstart", "+noise.members.imagenet_c.params=imagenet"])
+    assert run_directory(implicit)[0] == run_directory(explicit)[0]
+    assert run_directory(implicit)[0] != run_directory(other)[0]
+    assert identity(implicit)["noise"]["options"]["imagenet_c"]["params"] == "auto"
