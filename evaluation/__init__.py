@@ -1,6 +1,6 @@
 """Evaluators (model x noise -> per-sample rows) and metrics (pure functions of those rows)."""
 
-from evaluation.evaluator import evaluate
+from evaluation.evaluator import evaluate, evaluate_datasets
 from evaluation.metrics import (
     Estimate,
     adversarial_robustness,
@@ -14,6 +14,7 @@ __all__ = [
     "Estimate",
     "adversarial_robustness",
     "evaluate",
+    "evaluate_datasets",
     "proportion",
     "summarize",
     "topk_correct",

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -20,17 +19,56 @@ log = logging.getLogger(__name__)
 CLEAN = Condition("clean", "clean")
 
 
-@dataclass
 class _Rows:
-    """Per-sample columns of one condition, accumulated batch by batch."""
+    """Per-sample columns of every condition, accumulated batch by batch, then one tidy frame."""
 
-    sample_id: list
-    label: list
-    pred: list
-    correct: list
-    correct_top5: list
-    confidence: list
-    margin: list
+    COLUMNS = ("sample_id", "label", "pred", "correct", "correct_top5", "confidence", "margin")
+
+    def __init__(self) -> None:
+        self.columns: dict[Condition, dict[str, list]] = {}
+
+    def add(self, condition: Condition, logits: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor) -> None:
+        cols = self.columns.setdefault(condition, {k: [] for k in self.COLUMNS})
+        cols["sample_id"].append(ids.cpu().numpy())
+        for key, value in _score(logits, labels).items():
+            cols[key].append(value)
+
+    def frame(self) -> pd.DataFrame:
+        frames = []
+        for cond, cols in self.columns.items():
+            if not cols["sample_id"]:
+                continue
+            data = {k: np.concatenate(v) for k, v in cols.items()}
+            n = len(data["sample_id"])
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "noise": cond.noise,
+                        "condition": cond.name,
+                        "severity": pd.array([cond.severity] * n, dtype="Int64"),
+                        "eps": pd.array([cond.eps] * n, dtype="Float64"),
+                        **data,
+                    }
+                )
+            )
+        if not frames:
+            raise ValueError("no samples were evaluated: the dataset is empty")
+        return pd.concat(frames, ignore_index=True)
+
+
+class _Progress:
+    def __init__(self, progress: Callable[[str], None] | None, total: int | None, what: str) -> None:
+        self.progress, self.total, self.what = progress, total, what
+        self.seen, self.start, self.last = 0, time.monotonic(), time.monotonic()
+
+    def step(self, n: int) -> None:
+        self.seen += n
+        now = time.monotonic()
+        if self.progress is not None and (now - self.last > 10 or (self.total and self.seen >= self.total)):
+            self.last = now
+            rate = self.seen / max(now - self.start, 1e-9)
+            of = f"/{self.total}" if self.total else ""
+            self.progress(f"evaluated {self.seen}{of} {self.what} ({rate:.1f}/s)")
 
 
 def _score(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
@@ -76,41 +114,33 @@ def evaluate(
     device = torch.device(device)
     model = model.to(device).eval()
     conditions = [CLEAN, *noise.conditions()]
-    acc = {c: {k: [] for k in _Rows.__dataclass_fields__} for c in conditions}
-    seen, start, last = 0, time.monotonic(), time.monotonic()
+    rows, meter = _Rows(), _Progress(progress, total, f"samples x {len(conditions)} conditions")
     for images, labels, ids in batches:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         for cond in conditions:
             x = images if cond is CLEAN else noise.apply(images, labels, ids, cond, model)
             with torch.inference_mode():
-                scores = _score(model(x), labels)
-            rows = acc[cond]
-            rows["sample_id"].append(ids.cpu().numpy())
-            for key, value in scores.items():
-                rows[key].append(value)
-        seen += len(labels)
-        now = time.monotonic()
-        if progress is not None and (now - last > 10 or (total and seen >= total)):
-            last = now
-            rate = seen / max(now - start, 1e-9)
-            of = f"/{total}" if total else ""
-            progress(f"evaluated {seen}{of} samples x {len(conditions)} conditions ({rate:.1f} samples/s)")
-    frames = []
-    for cond, cols in acc.items():
-        if not cols["sample_id"]:
-            continue
-        data = {k: np.concatenate(v) for k, v in cols.items()}
-        n = len(data["sample_id"])
-        frame = pd.DataFrame(
-            {
-                "noise": cond.noise,
-                "condition": cond.name,
-                "severity": pd.array([cond.severity] * n, dtype="Int64"),
-                "eps": pd.array([cond.eps] * n, dtype="Float64"),
-                **data,
-            }
-        )
-        frames.append(frame)
-    if not frames:
-        raise ValueError("no samples were evaluated: the dataset is empty")
-    return pd.concat(frames, ignore_index=True)
+                rows.add(cond, model(x), labels, ids)
+        meter.step(len(labels))
+    return rows.frame()
+
+
+def evaluate_datasets(
+    model: nn.Module,
+    batches_by_condition: Mapping[Condition, Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]],
+    *,
+    device: torch.device | str = "cpu",
+    total: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
+    """Run ``model`` on data that already carries its noise, one dataset per condition (for example the
+    released ImageNet-C files). Same rows as :func:`evaluate`; ``total`` counts samples over all conditions."""
+    device = torch.device(device)
+    model = model.to(device).eval()
+    rows, meter = _Rows(), _Progress(progress, total, "samples over all conditions")
+    for cond, batches in batches_by_condition.items():
+        for images, labels, ids in batches:
+            with torch.inference_mode():
+                rows.add(cond, model(images.to(device, non_blocking=True)), labels.to(device), ids)
+            meter.step(len(labels))
+    return rows.frame()

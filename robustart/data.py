@@ -157,8 +157,9 @@ def imagenet_wnids() -> list[str]:
 class ImageFolderDataset(Dataset):
     """Images under ``<root>/<wnid>/``; unreadable files yield ``None`` (skipped and counted by the loader)."""
 
-    def __init__(self, files: list[Path], labels: list[int], transform) -> None:
+    def __init__(self, files: list[Path], labels: list[int], transform, sample_ids: list[int] | None = None) -> None:
         self.files, self.labels, self.transform = files, labels, transform
+        self.sample_ids = list(range(len(files))) if sample_ids is None else sample_ids
 
     def __len__(self) -> int:
         return len(self.files)
@@ -172,10 +173,10 @@ class ImageFolderDataset(Dataset):
         except (OSError, UnidentifiedImageError, ValueError) as err:
             warnings.warn(f"skipping unreadable image {self.files[i]}: {err}", stacklevel=1)
             return None
-        return image, torch.tensor(self.labels[i]), torch.tensor(i)
+        return image, torch.tensor(self.labels[i]), torch.tensor(self.sample_ids[i])
 
     def subset(self, n: int) -> ImageFolderDataset:
-        return ImageFolderDataset(self.files[:n], self.labels[:n], self.transform)
+        return ImageFolderDataset(self.files[:n], self.labels[:n], self.transform, self.sample_ids[:n])
 
 
 def eval_transform(input_size: tuple[int, int, int], crop_pct: float, interpolation: str):
@@ -224,6 +225,76 @@ def load_imagenet_folder(root: str | None, split: str, transform) -> tuple[Image
         raise FileNotFoundError(f"data.root={root} has wnid folders but no images ({sorted(IMAGE_SUFFIXES)})")
     info = DatasetInfo("imagenet", split, str(folder), len(files), 1000, 3)
     return ImageFolderDataset(files, labels, transform), info
+
+
+def released_transform(input_size: tuple[int, int, int]):
+    """For pre-made 224 px sets (ImageNet-C): centre crop to the model's size, no resize, as the
+    original evaluation (``CenterCrop(224)``, ToTensor) does."""
+    from torchvision import transforms as T
+
+    return T.Compose([T.CenterCrop(input_size[-1]), T.ToTensor()])
+
+
+def load_imagenet_c_folder(
+    root: str | None, corruptions: list[str] | None, severities: list[int], transform
+) -> tuple[dict[tuple[str, int], ImageFolderDataset], DatasetInfo]:
+    """The released ImageNet-C layout ``<root>/<corruption>/<severity>/<wnid>/<image>``.
+
+    Args:
+        root: the ImageNet-C folder.
+        corruptions: names to read (``None``: every corruption folder present).
+        severities: severities to read; a listed corruption lacking one is an error.
+        transform: PIL image -> tensor.
+
+    Returns:
+        One dataset per ``(corruption, severity)`` and the data description. An image has the same
+        sample id in every condition (its rank among all ``<wnid>/<file>`` paths), so conditions join.
+    """
+    if root is None:
+        raise FileNotFoundError(
+            "data=imagenet_c needs the released ImageNet-C folder: set data.root=/path/to/ImageNet-C "
+            "(layout <corruption>/<severity>/<wnid>/<image>.JPEG)"
+        )
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data.root={root} does not exist or is not a folder")
+    present = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not present:
+        raise FileNotFoundError(f"data.root={root} has no corruption folders (<corruption>/<severity>/<wnid>/)")
+    names = corruptions if corruptions is not None else present
+    missing = [
+        f"{c}/{s}" for c in names for s in severities if not (folder / c / str(s)).is_dir()
+    ]  # fmt: skip
+    if missing:
+        raise FileNotFoundError(
+            f"data.root={root} lacks {len(missing)} corruption/severity folder(s), e.g. {missing[:3]}; present "
+            f"corruptions: {present}. Choose a subset with noise.corruptions=[...] noise.severities=[...]"
+        )
+    index = {w: i for i, w in enumerate(imagenet_wnids())}
+    listings, paths = {}, set()
+    for c in names:
+        for s in severities:
+            base = folder / c / str(s)
+            files = []
+            for d in sorted(p for p in base.iterdir() if p.is_dir()):
+                if d.name not in index:
+                    raise ValueError(f"{base} has a folder {d.name!r} that is not an ImageNet-1k wnid")
+                files += [f for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+            if not files:
+                raise FileNotFoundError(f"{base} holds no images")
+            listings[(c, s)] = files
+            paths.update(f"{f.parent.name}/{f.name}" for f in files)
+    ids = {p: i for i, p in enumerate(sorted(paths))}
+    datasets = {}
+    for key, files in listings.items():
+        rel = [f"{f.parent.name}/{f.name}" for f in files]
+        datasets[key] = ImageFolderDataset(
+            files, [index[f.parent.name] for f in files], transform, sample_ids=[ids[r] for r in rel]
+        )
+    n = len(ids)
+    info = DatasetInfo("imagenet_c", "released", str(folder), n, 1000, 3)
+    info.notes.append(f"released ImageNet-C: {len(datasets)} corruption x severity folders, {n} distinct images")
+    return datasets, info
 
 
 # ------------------------------------------------------------------------------------------------ loading

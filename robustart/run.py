@@ -187,19 +187,35 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
         if cfg.training is not None:
             train_data, _ = datasets.load_fashion_mnist(cfg.data.root, cache_dir, cfg.data.train_split)
         data_classes, data_chans = info.num_classes, info.in_chans
-    elif cfg.data.name == "imagenet":
+    elif cfg.data.name in ("imagenet", "imagenet_c"):
         if cfg.training is not None:
-            raise UserError("training on data=imagenet is not supported yet; drop training= or use fashion_mnist")
+            raise UserError(
+                f"training on data={cfg.data.name} is not supported yet; drop training= or use fashion_mnist"
+            )
         meta = model_zoo.get_metadata(model_name, num_classes=cfg.model.num_classes, in_chans=cfg.model.in_chans,
                                       img_size=cfg.model.img_size)  # fmt: skip
-        transform = datasets.eval_transform(meta.input_size, meta.crop_pct, meta.interpolation)
-        eval_data, info = datasets.load_imagenet_folder(cfg.data.root, cfg.data.split, transform)
+        if cfg.data.name == "imagenet":
+            transform = datasets.eval_transform(meta.input_size, meta.crop_pct, meta.interpolation)
+            eval_data, info = datasets.load_imagenet_folder(cfg.data.root, cfg.data.split, transform)
+        else:
+            if cfg.noise.name != "imagenet_c":
+                raise UserError("data=imagenet_c holds the corrupted images already: use it with noise=imagenet_c "
+                                "(noise.corruptions and noise.severities choose the folders to read)")  # fmt: skip
+
+            options = noise_options(cfg.noise)["imagenet_c"]
+            transform = datasets.released_transform(meta.input_size)
+            eval_data, info = datasets.load_imagenet_c_folder(
+                cfg.data.root, options["corruptions"], options["severities"], transform
+            )
         data_classes, data_chans = info.num_classes, info.in_chans
     else:
-        raise UserError(f"unknown data {cfg.data.name!r}; valid names: fashion_mnist, imagenet")
-    if ev.max_samples is not None and ev.max_samples < len(eval_data):
-        eval_data = eval_data.subset(ev.max_samples)
-        info.num_samples = len(eval_data)
+        raise UserError(f"unknown data {cfg.data.name!r}; valid names: fashion_mnist, imagenet, imagenet_c")
+    if ev.max_samples is not None:
+        if isinstance(eval_data, dict):  # released conditions: the first N images of each
+            eval_data = {k: d.subset(ev.max_samples) for k, d in eval_data.items()}
+        elif ev.max_samples < len(eval_data):
+            eval_data = eval_data.subset(ev.max_samples)
+            info.num_samples = len(eval_data)
 
     # model: trained by robustart (cached by training hash), or with the weights the config names
     overrides = {"num_classes": cfg.model.num_classes, "in_chans": cfg.model.in_chans, "img_size": cfg.model.img_size}
@@ -264,7 +280,8 @@ def _train(plan: Plan, timings: dict) -> None:
 def execute(plan: Plan, t_start: float) -> RunResult:
     import pandas as pd
 
-    from evaluation import evaluate, summarize
+    from evaluation import evaluate, evaluate_datasets, summarize
+    from noise import Condition
     from robustart import data as datasets
     from robustart.environment import device_description, git_commit, library_versions
     from robustart.summary import format_summary
@@ -283,13 +300,26 @@ def execute(plan: Plan, t_start: float) -> RunResult:
         log.warning(msg)
 
     counter = datasets.SkipCounter()
-    batches = datasets.iterate(plan.eval_data, cfg.evaluation.batch_size, cfg.data.num_workers, counter)
-    conditions = plan.noise.conditions()
-    log.info("evaluating %s on %s/%s (%d samples) x %d noise conditions + clean on %s", meta.name, cfg.data.name,
-             cfg.data.split, plan.data_info.num_samples, len(conditions), plan.device)  # fmt: skip
     t = time.monotonic()
-    predictions = evaluate(plan.model, batches, plan.noise, device=plan.device, total=plan.data_info.num_samples,
-                           progress=log.info)  # fmt: skip
+    if isinstance(plan.eval_data, dict):  # released corruptions: one dataset per condition, no clean pass
+        by_condition = {
+            Condition(cfg.noise.name, c, severity=s): datasets.iterate(
+                d, cfg.evaluation.batch_size, cfg.data.num_workers, counter
+            )
+            for (c, s), d in plan.eval_data.items()
+        }
+        conditions = list(by_condition)
+        total = sum(len(d) for d in plan.eval_data.values())
+        log.info("evaluating %s on released %s: %d conditions, %d images on %s", meta.name, cfg.data.name,
+                 len(conditions), total, plan.device)  # fmt: skip
+        predictions = evaluate_datasets(plan.model, by_condition, device=plan.device, total=total, progress=log.info)
+    else:
+        batches = datasets.iterate(plan.eval_data, cfg.evaluation.batch_size, cfg.data.num_workers, counter)
+        conditions = plan.noise.conditions()
+        log.info("evaluating %s on %s/%s (%d samples) x %d noise conditions + clean on %s", meta.name,
+                 cfg.data.name, cfg.data.split, plan.data_info.num_samples, len(conditions), plan.device)  # fmt: skip
+        predictions = evaluate(plan.model, batches, plan.noise, device=plan.device,
+                               total=plan.data_info.num_samples, progress=log.info)  # fmt: skip
     timings["eval_s"] = time.monotonic() - t
     if counter.skipped:
         msg = f"{counter.skipped} unreadable image(s) were skipped"
@@ -299,7 +329,7 @@ def execute(plan: Plan, t_start: float) -> RunResult:
     run_cols = {"run_id": plan.run_id, "model": meta.name, "weights": weights}
     predictions = predictions.assign(**run_cols)
     # AlexNet's published ImageNet-C errors normalise CE only for ImageNet-scale data
-    baseline = "alexnet" if cfg.data.name == "imagenet" else None
+    baseline = "alexnet" if cfg.data.name in ("imagenet", "imagenet_c") else None
     metrics = summarize(predictions, corruption_baseline=baseline).assign(
         **run_cols, family=meta.family, params=meta.params, data=cfg.data.name
     )

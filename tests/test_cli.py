@@ -231,3 +231,37 @@ def test_all_corruptions_on_imagenet_layout_write_the_mce_rows(workspace, tmp_pa
     assert len(metrics[metrics.metric == "ce"]) == 19
     for metric in ("mce", "relative_mce", "mce_unnormalized"):
         assert len(metrics[metrics.metric == metric]) == 1, metric
+
+
+def _released_folder(root, corruptions=("contrast", "fog"), severities=(1, 3)):
+    """An ImageNet-C layout of real photographs (224 px JPEG q85 crops), as the released files are."""
+    from PIL import Image
+
+    photos = write_photo_folder(root.parent / "photos")
+    for c in corruptions:
+        for s in severities:
+            for src in photos.glob("*/*.JPEG"):
+                dest = root / c / str(s) / src.parent.name / src.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with Image.open(src) as img:
+                    img.convert("RGB").resize((224, 224)).save(dest, quality=85)
+    return root
+
+
+def test_released_imagenet_c_folder(workspace, tmp_path):
+    results, _ = workspace
+    root = _released_folder(tmp_path / "ImageNet-C")
+    base = ["model=resnet18", "model.weights=random", "noise=imagenet_c", "data=imagenet_c", f"data.root={root}"]
+    proc = run_cli(*base, "noise.severities=[1,3]")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run_dir] = run_dirs(results)
+    preds = pq.read_table(run_dir / store.PREDICTIONS_FILE).to_pandas()
+    assert len(preds) == 2 * 2 * 4 and set(preds["condition"]) == {"contrast", "fog"}
+    # an image keeps its sample id in every condition, so conditions join per sample
+    assert preds.groupby("sample_id").size().eq(4).all() and preds["sample_id"].nunique() == 4
+    metrics = pq.read_table(run_dir / store.METRICS_FILE).to_pandas()
+    assert set(metrics["metric"]) == {"acc"} and set(metrics["severity"]) == {1, 3}
+
+    _assert_user_error(run_cli(*base), "lacks", "noise.severities")  # severities 2, 4, 5 are not there
+    _assert_user_error(run_cli(*base[:2], "noise=clean", *base[3:]), "use it with noise=imagenet_c")
+    _assert_user_error(run_cli(*base[:3], "data=imagenet_c"), "data.root=/path/to/ImageNet-C")
