@@ -194,35 +194,41 @@ def eval_transform(input_size: tuple[int, int, int], crop_pct: float, interpolat
     )
 
 
-def load_imagenet_folder(root: str | None, split: str, transform) -> tuple[ImageFolderDataset, DatasetInfo]:
+def _data_root(root: str | None, unset_message: str) -> Path:
+    """``data.root`` as an existing folder, or a FileNotFoundError that says what to set."""
     if root is None:
-        raise FileNotFoundError(
-            "data=imagenet needs the ImageNet val folder and none is set: point at it with "
-            "data.root=/path/to/imagenet/val (the standard layout: one folder per wnid, e.g. n01440764/*.JPEG)"
-        )
+        raise FileNotFoundError(unset_message)
     folder = Path(root).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"data.root={root} does not exist or is not a folder")
+    return folder
+
+
+def _wnid_images(folder: Path) -> tuple[list[Path], list[int]]:
+    """Images under ``folder/<wnid>/`` (sorted) and their ImageNet-1k class indices."""
     index = {w: i for i, w in enumerate(imagenet_wnids())}
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir())
     if not subdirs:
-        raise FileNotFoundError(
-            f"data.root={root} has no class folders; expected the standard layout <root>/<wnid>/<image>.JPEG"
-        )
+        raise FileNotFoundError(f"{folder} has no class folders; expected the layout <wnid>/<image>.JPEG")
     unknown = [p.name for p in subdirs if p.name not in index]
     if unknown:
         raise ValueError(
-            f"data.root={root} has folders that are not ImageNet-1k wnids (e.g. {unknown[:3]}); "
-            "expected the standard layout <root>/<wnid>/<image>.JPEG"
+            f"{folder} has folders that are not ImageNet-1k wnids (e.g. {unknown[:3]}); "
+            "expected the layout <wnid>/<image>.JPEG"
         )
-    files, labels = [], []
-    for d in subdirs:
-        for f in sorted(d.iterdir()):
-            if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
-                files.append(f)
-                labels.append(index[d.name])
+    files = [f for d in subdirs for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
     if not files:
-        raise FileNotFoundError(f"data.root={root} has wnid folders but no images ({sorted(IMAGE_SUFFIXES)})")
+        raise FileNotFoundError(f"{folder} has wnid folders but no images ({sorted(IMAGE_SUFFIXES)})")
+    return files, [index[f.parent.name] for f in files]
+
+
+def load_imagenet_folder(root: str | None, split: str, transform) -> tuple[ImageFolderDataset, DatasetInfo]:
+    folder = _data_root(
+        root,
+        "data=imagenet needs the ImageNet val folder and none is set: point at it with "
+        "data.root=/path/to/imagenet/val (the standard layout: one folder per wnid, e.g. n01440764/*.JPEG)",
+    )
+    files, labels = _wnid_images(folder)
     info = DatasetInfo("imagenet", split, str(folder), len(files), 1000, 3)
     return ImageFolderDataset(files, labels, transform), info
 
@@ -250,14 +256,11 @@ def load_imagenet_c_folder(
         One dataset per ``(corruption, severity)`` and the data description. An image has the same
         sample id in every condition (its rank among all ``<wnid>/<file>`` paths), so conditions join.
     """
-    if root is None:
-        raise FileNotFoundError(
-            "data=imagenet_c needs the released ImageNet-C folder: set data.root=/path/to/ImageNet-C "
-            "(layout <corruption>/<severity>/<wnid>/<image>.JPEG)"
-        )
-    folder = Path(root).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"data.root={root} does not exist or is not a folder")
+    folder = _data_root(
+        root,
+        "data=imagenet_c needs the released ImageNet-C folder: set data.root=/path/to/ImageNet-C "
+        "(layout <corruption>/<severity>/<wnid>/<image>.JPEG)",
+    )
     present = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if not present:
         raise FileNotFoundError(f"data.root={root} has no corruption folders (<corruption>/<severity>/<wnid>/)")
@@ -270,27 +273,13 @@ def load_imagenet_c_folder(
             f"data.root={root} lacks {len(missing)} corruption/severity folder(s), e.g. {missing[:3]}; present "
             f"corruptions: {present}. Choose a subset with noise.corruptions=[...] noise.severities=[...]"
         )
-    index = {w: i for i, w in enumerate(imagenet_wnids())}
-    listings, paths = {}, set()
-    for c in names:
-        for s in severities:
-            base = folder / c / str(s)
-            files = []
-            for d in sorted(p for p in base.iterdir() if p.is_dir()):
-                if d.name not in index:
-                    raise ValueError(f"{base} has a folder {d.name!r} that is not an ImageNet-1k wnid")
-                files += [f for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
-            if not files:
-                raise FileNotFoundError(f"{base} holds no images")
-            listings[(c, s)] = files
-            paths.update(f"{f.parent.name}/{f.name}" for f in files)
+    listings = {(c, s): _wnid_images(folder / c / str(s)) for c in names for s in severities}
+    paths = {f"{f.parent.name}/{f.name}" for files, _ in listings.values() for f in files}
     ids = {p: i for i, p in enumerate(sorted(paths))}
-    datasets = {}
-    for key, files in listings.items():
-        rel = [f"{f.parent.name}/{f.name}" for f in files]
-        datasets[key] = ImageFolderDataset(
-            files, [index[f.parent.name] for f in files], transform, sample_ids=[ids[r] for r in rel]
-        )
+    datasets = {
+        key: ImageFolderDataset(files, labels, transform, sample_ids=[ids[f"{f.parent.name}/{f.name}"] for f in files])
+        for key, (files, labels) in listings.items()
+    }
     n = len(ids)
     info = DatasetInfo("imagenet_c", "released", str(folder), n, 1000, 3)
     info.notes.append(f"released ImageNet-C: {len(datasets)} corruption x severity folders, {n} distinct images")
