@@ -161,11 +161,53 @@ def prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
         raise UserError(str(err)) from None
 
 
+def _load_data(cfg: DictConfig, cache_dir: Path):
+    """``(eval_data, info, train_data)``: the evaluation set (one dataset, or one per condition for the
+    released ImageNet-C files), its description, and the training set when ``training`` is set."""
+    import model_zoo
+    from robustart import data as datasets
+
+    ev, train_data = cfg.evaluation, None
+    if cfg.data.name == "fashion_mnist":
+        eval_data, info = datasets.load_fashion_mnist(cfg.data.root, cache_dir, cfg.data.split)
+        if cfg.training is not None:
+            train_data, _ = datasets.load_fashion_mnist(cfg.data.root, cache_dir, cfg.data.train_split)
+    elif cfg.data.name in ("imagenet", "imagenet_c"):
+        if cfg.training is not None:
+            raise UserError(
+                f"training on data={cfg.data.name} is not supported yet; drop training= or use fashion_mnist"
+            )
+        # the model's own preprocessing, from its metadata
+        meta = model_zoo.get_metadata(cfg.model.name, num_classes=cfg.model.num_classes, in_chans=cfg.model.in_chans,
+                                      img_size=cfg.model.img_size)  # fmt: skip
+        if cfg.data.name == "imagenet":
+            transform = datasets.eval_transform(meta.input_size, meta.crop_pct, meta.interpolation)
+            eval_data, info = datasets.load_imagenet_folder(cfg.data.root, cfg.data.split, transform)
+        else:
+            if cfg.noise.name != "imagenet_c":
+                raise UserError("data=imagenet_c holds the corrupted images already: use it with noise=imagenet_c "
+                                "(noise.corruptions and noise.severities choose the folders to read)")  # fmt: skip
+            options = noise_options(cfg.noise)["imagenet_c"]
+            transform = datasets.released_transform(meta.input_size)
+            eval_data, info = datasets.load_imagenet_c_folder(
+                cfg.data.root, options["corruptions"], options["severities"], transform
+            )
+    else:
+        raise UserError(f"unknown data {cfg.data.name!r}; valid names: fashion_mnist, imagenet, imagenet_c")
+    if ev.max_samples is not None:
+        if isinstance(eval_data, dict):  # released conditions: the first N images of each
+            eval_data = {k: d.subset(ev.max_samples) for k, d in eval_data.items()}
+            info.num_samples = max(len(d) for d in eval_data.values())
+        elif ev.max_samples < len(eval_data):
+            eval_data = eval_data.subset(ev.max_samples)
+            info.num_samples = len(eval_data)
+    return eval_data, info, train_data
+
+
 def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
     import torch
 
     import model_zoo
-    from robustart import data as datasets
     from training import find_checkpoint
 
     ev = cfg.evaluation
@@ -180,42 +222,8 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
     model_name = cfg.model.name
     model_zoo.registry.get_entry(model_name)  # unknown names fail here with the list of valid ones
 
-    # data (the image size and classes of small in-memory sets also shape the model)
-    train_data = None
-    if cfg.data.name == "fashion_mnist":
-        eval_data, info = datasets.load_fashion_mnist(cfg.data.root, cache_dir, cfg.data.split)
-        if cfg.training is not None:
-            train_data, _ = datasets.load_fashion_mnist(cfg.data.root, cache_dir, cfg.data.train_split)
-        data_classes, data_chans = info.num_classes, info.in_chans
-    elif cfg.data.name in ("imagenet", "imagenet_c"):
-        if cfg.training is not None:
-            raise UserError(
-                f"training on data={cfg.data.name} is not supported yet; drop training= or use fashion_mnist"
-            )
-        meta = model_zoo.get_metadata(model_name, num_classes=cfg.model.num_classes, in_chans=cfg.model.in_chans,
-                                      img_size=cfg.model.img_size)  # fmt: skip
-        if cfg.data.name == "imagenet":
-            transform = datasets.eval_transform(meta.input_size, meta.crop_pct, meta.interpolation)
-            eval_data, info = datasets.load_imagenet_folder(cfg.data.root, cfg.data.split, transform)
-        else:
-            if cfg.noise.name != "imagenet_c":
-                raise UserError("data=imagenet_c holds the corrupted images already: use it with noise=imagenet_c "
-                                "(noise.corruptions and noise.severities choose the folders to read)")  # fmt: skip
-
-            options = noise_options(cfg.noise)["imagenet_c"]
-            transform = datasets.released_transform(meta.input_size)
-            eval_data, info = datasets.load_imagenet_c_folder(
-                cfg.data.root, options["corruptions"], options["severities"], transform
-            )
-        data_classes, data_chans = info.num_classes, info.in_chans
-    else:
-        raise UserError(f"unknown data {cfg.data.name!r}; valid names: fashion_mnist, imagenet, imagenet_c")
-    if ev.max_samples is not None:
-        if isinstance(eval_data, dict):  # released conditions: the first N images of each
-            eval_data = {k: d.subset(ev.max_samples) for k, d in eval_data.items()}
-        elif ev.max_samples < len(eval_data):
-            eval_data = eval_data.subset(ev.max_samples)
-            info.num_samples = len(eval_data)
+    eval_data, info, train_data = _load_data(cfg, cache_dir)
+    data_classes, data_chans = info.num_classes, info.in_chans
 
     # model: trained by robustart (cached by training hash), or with the weights the config names
     overrides = {"num_classes": cfg.model.num_classes, "in_chans": cfg.model.in_chans, "img_size": cfg.model.img_size}
