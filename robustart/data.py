@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import logging
@@ -147,11 +148,13 @@ def load_fashion_mnist(root: str | None, cache_dir: Path, split: str) -> tuple[T
 # ------------------------------------------------------------------------------------------------ ImageNet folders
 
 
-def imagenet_wnids() -> list[str]:
-    """The 1000 ImageNet-1k wnids in class-index order (sorted, as every torchvision/timm model uses)."""
+@functools.lru_cache(maxsize=1)
+def imagenet_wnid_index() -> dict[str, int]:
+    """ImageNet-1k wnid -> class index (sorted wnids, as every torchvision/timm model uses). Read once:
+    the released ImageNet-C reader lists up to 95 folders."""
     from timm.data import ImageNetInfo
 
-    return list(ImageNetInfo().label_names())
+    return {w: i for i, w in enumerate(ImageNetInfo().label_names())}
 
 
 class ImageFolderDataset(Dataset):
@@ -206,7 +209,7 @@ def _data_root(root: str | None, unset_message: str) -> Path:
 
 def _wnid_images(folder: Path) -> tuple[list[Path], list[int]]:
     """Images under ``folder/<wnid>/`` (sorted) and their ImageNet-1k class indices."""
-    index = {w: i for i, w in enumerate(imagenet_wnids())}
+    index = imagenet_wnid_index()
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir())
     if not subdirs:
         raise FileNotFoundError(f"{folder} has no class folders; expected the layout <wnid>/<image>.JPEG")

@@ -100,10 +100,10 @@ def corrupt(
         raise ValueError(
             f"images must be a float NCHW batch with 1 or 3 channels, got {tuple(images.shape)} {images.dtype}"
         )
-    if images.numel() and (images.min() < 0 or images.max() > 1):
-        raise ValueError(
-            f"images must lie in [0, 1], got values in [{images.min().item():.3g}, {images.max().item():.3g}]"
-        )
+    if images.numel():
+        low, high = (v.item() for v in torch.aminmax(images))  # one pass, one device sync
+        if low < 0 or high > 1:
+            raise ValueError(f"images must lie in [0, 1], got values in [{low:.3g}, {high:.3g}]")
     ids = range(len(images)) if sample_ids is None else [int(i) for i in sample_ids]
     if len(ids) != len(images):
         raise ValueError(f"got {len(ids)} sample_ids for {len(images)} images")
