@@ -59,7 +59,8 @@ def main() -> None:
 
     names = args.corruptions.split(",") if args.corruptions else list(CORRUPTIONS)
     images = photos(args.batch)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(args.device)
+    # a standard (NCHW-contiguous) batch, as a data loader delivers it
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).contiguous().to(args.device)
     ids = list(range(args.batch))
     print(f"device {args.device}, torch threads {torch.get_num_threads()}, batch {args.batch} x 224 px")
     print(f"{'corruption':<18}{'sev':>4}{'ours img/s':>12}{'reference img/s':>17}{'ratio':>8}")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+
+from noise.threads import cpu_map
 
 
 def derive_seed(*parts: object) -> int:
@@ -19,6 +21,10 @@ class SampleRNG:
 
     Draws are stacked along a new batch dimension, so the noise an image gets does not depend on
     which other images share its batch, the batch size, or the number of workers or GPUs.
+
+    On the CPU, large draws run on a small thread pool (one image per task): each generator is
+    single-threaded, torch releases the GIL while it fills a tensor, and every image still uses only
+    its own generator, so the values are the same as drawing the images one after another.
     """
 
     def __init__(self, seed: int, sample_ids: Sequence[int], *condition: object, device: torch.device | str = "cpu"):
@@ -27,14 +33,33 @@ class SampleRNG:
             torch.Generator(device=self.device).manual_seed(derive_seed(seed, int(i), *condition)) for i in sample_ids
         ]
 
-    def rand(self, shape: Sequence[int]) -> torch.Tensor:
+    def _fill(self, out: torch.Tensor, draw: Callable[[torch.Tensor, torch.Generator, int], object]) -> torch.Tensor:
+        """Call ``draw(out[i], generator_i, i)`` for every image, in parallel where that pays."""
+        parallel = self.device.type == "cpu" and out[0].numel() >= _PARALLEL_MIN if len(out) else False
+        cpu_map(lambda i: draw(out[i], self.generators[i], i), range(len(self.generators)), parallel)
+        return out
+
+    def _empty(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.empty((len(self.generators), *shape), dtype=dtype, device=self.device)
+
+    def rand(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Uniform [0, 1) draws, shape ``(batch, *shape)``."""
-        return torch.stack([torch.rand(tuple(shape), generator=g, device=self.device) for g in self.generators])
+        return self._fill(self._empty(shape, dtype), lambda out, g, _: out.uniform_(generator=g))
 
     def randn(self, shape: Sequence[int]) -> torch.Tensor:
         """Standard normal draws, shape ``(batch, *shape)``."""
-        return torch.stack([torch.randn(tuple(shape), generator=g, device=self.device) for g in self.generators])
+        return self._fill(self._empty(shape), lambda out, g, _: out.normal_(generator=g))
 
     def poisson(self, rates: torch.Tensor) -> torch.Tensor:
         """Poisson draws with the given per-element rates, shape ``rates.shape`` (batch first)."""
-        return torch.stack([torch.poisson(r, generator=g) for r, g in zip(rates, self.generators, strict=True)])
+        if len(rates) != len(self.generators):
+            raise ValueError(f"got rates for {len(rates)} samples and {len(self.generators)} generators")
+        # stacked on the calling thread: copies inside the pool's threads would start OpenMP teams there
+        parallel = self.device.type == "cpu" and rates[0].numel() >= _PARALLEL_MIN if len(rates) else False
+        draws = cpu_map(lambda i: torch.poisson(rates[i], generator=self.generators[i]), range(len(rates)), parallel)
+        return torch.stack(draws) if draws else torch.empty_like(rates)
+
+
+#: draws smaller than this many elements per image are not worth a thread hand-off
+_PARALLEL_MIN = 1 << 14
+

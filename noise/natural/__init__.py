@@ -109,6 +109,9 @@ def corrupt(
         raise ValueError(f"got {len(ids)} sample_ids for {len(images)} images")
     param = parameter_set(params, *images.shape[-2:])[name][severity - 1]
     rng = SampleRNG(seed, ids, name, severity, device=images.device)
+    # the functions are written for the standard layout; a channels-last batch (for instance a permuted
+    # HWC array) runs several of them 3-5x slower, so copying it once is cheaper
+    images = images.contiguous()
     if images.shape[1] == 1 and name in _COLOUR_ONLY:
         out = FUNCTIONS[name](images.expand(-1, 3, -1, -1).contiguous(), param, rng)
         return (out * torch.tensor(_GREY, device=out.device).view(1, 3, 1, 1)).sum(1, keepdim=True).clamp_(0, 1)

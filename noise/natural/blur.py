@@ -32,24 +32,28 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
     return cv2.GaussianBlur(disk, ksize=ksize, sigmaX=alias_blur)
 
 
-def _depthwise(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
-    """Correlate every channel with a 2-D ``kernel`` (odd sides), padding with ``mode``."""
-    kh, kw = kernel.shape
-    padded = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2), mode=mode)
-    weight = kernel.to(x)[None, None].expand(x.shape[1], 1, kh, kw)
-    return F.conv2d(padded, weight, groups=x.shape[1])
-
-
 def _reflect_pad_ok(x: torch.Tensor, pad: int) -> None:
     if pad >= min(x.shape[-2:]):
         raise ValueError(f"images of {tuple(x.shape[-2:])} px are too small for a {2 * pad + 1} px blur kernel")
 
 
 def defocus_blur(x: torch.Tensor, c: tuple[int, float], rng: SampleRNG | None = None) -> torch.Tensor:
-    """Defocus: correlate with the anti-aliased disk of radius ``c[0]``; borders reflect-101 like cv2.filter2D."""
+    """Defocus: correlate with the anti-aliased disk of radius ``c[0]``; borders reflect-101 like cv2.filter2D.
+
+    The disk has up to 21 x 21 taps, so the product runs in the Fourier domain (as cv2.filter2D does
+    for large kernels): the image, padded by reflection, is multiplied with the kernel's spectrum and
+    the part of the circular result that never wraps around is kept. Float32 rounding leaves it
+    within 2e-6 of direct correlation.
+    """
     kernel = torch.from_numpy(disk_kernel(float(c[0]), float(c[1])))
-    _reflect_pad_ok(x, kernel.shape[0] // 2)
-    return _depthwise(x, kernel, "reflect").clamp_(0, 1)
+    pad = kernel.shape[0] // 2
+    _reflect_pad_ok(x, pad)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    size = padded.shape[-2:]
+    # correlation = convolution with the flipped kernel; output i reads padded[i .. i + 2 pad]
+    spectrum = torch.fft.rfft2(kernel.flip(0, 1).to(x), s=size)
+    full = torch.fft.irfft2(torch.fft.rfft2(padded) * spectrum, s=size)
+    return full[..., 2 * pad :, 2 * pad :].clamp_(0, 1)
 
 
 def extend_index(index: torch.Tensor, n: int, mode: str) -> torch.Tensor:

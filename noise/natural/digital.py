@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from noise.seeding import SampleRNG
+from noise.threads import cpu_map
 
 _PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed-point precision for 8-bit images
 
@@ -95,10 +96,13 @@ def pixelate(x: torch.Tensor, c: float, rng: SampleRNG | None = None) -> torch.T
     h, w = x.shape[-2:]
     levels = _hwc_uint8(x)
     out = np.empty_like(levels)
-    for i, image in enumerate(levels):
-        pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+    def one(i: int) -> None:  # Pillow releases the GIL while it resamples: images run in parallel
+        pil = Image.fromarray(levels[i, ..., 0] if levels.shape[-1] == 1 else levels[i])
         small = np.asarray(pil.resize((int(w * c), int(h * c)), Image.BOX).resize((w, h), Image.BOX))
         out[i] = small.reshape(h, w, -1)
+
+    cpu_map(one, range(len(levels)))
     return _from_hwc_uint8(out, x)
 
 
@@ -138,12 +142,15 @@ def _jpeg_round_trip(levels: np.ndarray, quality: int, like: torch.Tensor, optim
     from PIL import Image
 
     out = np.empty_like(levels)
-    for i, image in enumerate(levels):
+    mode = "L" if levels.shape[-1] == 1 else "RGB"
+
+    def one(i: int) -> None:  # Pillow's codec releases the GIL: images run in parallel
         buffer = io.BytesIO()
-        mode = "L" if image.shape[-1] == 1 else "RGB"
-        Image.fromarray(image.squeeze(-1) if mode == "L" else image, mode).save(
+        Image.fromarray(levels[i, ..., 0] if mode == "L" else levels[i], mode).save(
             buffer, "JPEG", quality=quality, optimize=optimize
         )
         decoded = np.asarray(Image.open(buffer))
         out[i] = decoded[..., None] if mode == "L" else decoded
+
+    cpu_map(one, range(len(levels)))
     return _from_hwc_uint8(out, like)

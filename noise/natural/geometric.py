@@ -14,6 +14,7 @@ transcriptions of the original code fed the same random numbers.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 
 from noise.natural.blur import extend_index, gaussian_filter
 from noise.seeding import SampleRNG
+from noise.threads import cpu_map
 
 
 def _sample(image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mode: str) -> torch.Tensor:
@@ -129,6 +131,50 @@ def _glass_pass_source(offsets: torch.Tensor, h: int, w: int, delta: int) -> tor
     return read.gather(1, hop)
 
 
+@functools.lru_cache(maxsize=1)
+def _sequential_sources_kernel():
+    """The original's copy loop over one image's pixel indices, compiled by numba (a dependency of
+    ``imagecorruptions-imaug``) on first use and cached on disk.
+
+    ``kernel(offsets, h, w, delta, out)`` runs every pass of the loop on ``out`` (``H * W`` int64,
+    initially ``arange``), with ``offsets`` ``(iterations, H - 2 delta, W - 2 delta, 2)`` as in
+    :func:`glass_offsets`; afterwards ``out[p]`` is the pixel whose pre-loop value ``p`` holds.
+    It releases the GIL, so images run in parallel on :func:`noise.threads.cpu_map`.
+    """
+    import numba
+
+    @numba.njit(nogil=True, cache=True)
+    def kernel(offsets, h, w, delta, out):  # pragma: no cover - compiled
+        for i in range(offsets.shape[0]):
+            for row in range(h - delta, delta, -1):
+                for col in range(w - delta, delta, -1):
+                    dx = offsets[i, row - delta - 1, col - delta - 1, 0]
+                    dy = offsets[i, row - delta - 1, col - delta - 1, 1]
+                    out[row * w + col] = out[(row + dy) * w + col + dx]
+
+    return kernel
+
+
+def _glass_sources(offsets: torch.Tensor, h: int, w: int, delta: int) -> torch.Tensor:
+    """All passes of the copy loop: flat index of the pre-loop pixel each pixel ends up with, ``(B, H * W)``.
+
+    On the CPU the loop runs as written, per image (:func:`_sequential_sources_kernel`); elsewhere
+    each pass is resolved in parallel (:func:`_glass_pass_source`) and the passes are composed. The
+    two give identical maps.
+    """
+    b, iterations = offsets.shape[:2]
+    if offsets.device.type == "cpu":
+        kernel = _sequential_sources_kernel()
+        offsets_np = offsets.numpy()
+        sources = np.tile(np.arange(h * w, dtype=np.int64), (b, 1))
+        cpu_map(lambda n: kernel(offsets_np[n], h, w, delta, sources[n]), range(b))
+        return torch.from_numpy(sources)
+    source = torch.arange(h * w, device=offsets.device).expand(b, -1)
+    for i in range(iterations):
+        source = source.gather(1, _glass_pass_source(offsets[:, i], h, w, delta))
+    return source
+
+
 def _snap_to_8bit(x: torch.Tensor) -> torch.Tensor:
     """``x`` in float64, with values that are float32 roundings of ``k / 255`` restored to exactly ``k / 255``.
 
@@ -205,10 +251,8 @@ def glass_blur_with_offsets(x: torch.Tensor, c: tuple, offsets: torch.Tensor) ->
     blurred = _gaussian_nearest_scipy(_snap_to_8bit(x), sigma)
     quantised = (blurred * 255).clamp_(0, 255).floor_().to(x.dtype)
 
-    # compose the passes' read maps into one, then move each pixel (all channels) once
-    source = torch.arange(h * w, device=x.device).expand(b, -1)
-    for i in range(iterations):
-        source = source.gather(1, _glass_pass_source(offsets[:, i].to(x.device), h, w, delta))
+    # one read map for all passes, then move each pixel (all channels) once
+    source = _glass_sources(offsets.to(x.device), h, w, delta)
     shuffled = quantised.reshape(b, ch, h * w).gather(2, source[:, None, :].expand(b, ch, -1))
     return gaussian_filter(shuffled.reshape(b, ch, h, w) / 255, sigma, 4.0, "nearest").clamp_(0, 1)
 
@@ -301,9 +345,10 @@ def elastic_transform_with_noise(
     src_y = coef(1, 0) * xs + coef(1, 1) * ys + shift[:, 1, 0, None, None]
     warped = _sample(x, src_y, src_x, "reflect101")
 
-    # smooth displacement fields: skimage gaussian(sigma, mode='reflect', truncate=3) * alpha, as float32
-    fields = gaussian_filter(torch.stack([ux, uy], dim=1).double(), sigma, 3.0, "reflect") * alpha
-    dx, dy = fields.float().double().unbind(1)
+    # smooth displacement fields: skimage gaussian(sigma, mode='reflect', truncate=3) * alpha, cast to
+    # float32 by the original; filtered in float32 here (the fields' relative error stays below 1e-6)
+    fields = gaussian_filter(torch.stack([ux, uy], dim=1).float(), sigma, 3.0, "reflect") * alpha
+    dx, dy = fields.double().unbind(1)
     # map_coordinates(order=1, mode='reflect') at (row + dy, col + dx); channels are never mixed
     out = _sample(warped, ys + dy, xs + dx, "reflect")
     return out.clamp_(0, 1)

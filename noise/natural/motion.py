@@ -80,16 +80,25 @@ def _blur_taps(
 def _shifted_sum(x: torch.Tensor, weights: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> torch.Tensor:
     """``out[n, :, r, c] = Σ_t weights[n, t] * x[n, :, clamp(r + dy[n, t]), clamp(c + dx[n, t])]``.
 
-    The batch is padded once by replicating its edges (as the reference's ``shift`` does). Every shifted
-    image is then a ``C x H x W`` window of that padding, which starts at some element of its storage; a
-    strided view exposes the windows starting at every element, and tap ``t`` selects one per sample with a
-    single ``index_select``, so the loop runs over taps only, never over samples or pixels.
+    The batch is padded once by replicating its edges (as the reference's ``shift`` does), so every
+    shifted image is a ``C x H x W`` window of that padding. On the CPU each window is added in place
+    (a loop over samples and taps over views, no copies). On other devices, where many small kernels
+    cost more than copies, a strided view exposes the windows starting at every element of the
+    padding and tap ``t`` selects one per sample with a single ``index_select``, so the loop runs over
+    taps only.
     """
     n, c, h, w = x.shape
     used = int(np.flatnonzero(weights.any(axis=0)).max()) + 1  # trailing taps dropped for every sample
     weights, dy, dx = weights[:, :used], dy[:, :used], dx[:, :used]
     pad_y, pad_x = int(np.abs(dy).max()), int(np.abs(dx).max())
     padded = F.pad(x, (pad_x, pad_x, pad_y, pad_y), mode="replicate").contiguous()
+    if x.device.type == "cpu":
+        out = torch.zeros_like(x)
+        for i in range(n):
+            for t in np.flatnonzero(weights[i]):
+                top, left = dy[i, t] + pad_y, dx[i, t] + pad_x
+                out[i].add_(padded[i, :, top : top + h, left : left + w], alpha=float(weights[i, t]))
+        return out
     sn, sc, sh, sw = padded.stride()
     extent = (c - 1) * sc + (h - 1) * sh + (w - 1) * sw
     # windows[k] is the C x H x W window whose first element is element k of the padding (a view, no copy)
