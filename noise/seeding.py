@@ -62,4 +62,3 @@ class SampleRNG:
 
 #: draws smaller than this many elements per image are not worth a thread hand-off
 _PARALLEL_MIN = 1 << 14
-
