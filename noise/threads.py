@@ -8,6 +8,7 @@ image's result (each task touches only its own image and its own generator).
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -19,10 +20,18 @@ R = TypeVar("R")
 
 
 @functools.lru_cache(maxsize=1)
-def _pool() -> ThreadPoolExecutor | None:
-    """The pool, created on first use with ``torch.get_num_threads()`` workers; ``None`` with one thread."""
+def _pool_of(pid: int) -> ThreadPoolExecutor | None:
+    """The pool of process ``pid``, with ``torch.get_num_threads()`` workers; ``None`` with one thread.
+
+    Keyed by process id: a forked child (a data-loader worker) has none of its parent's threads, so
+    it gets a pool of its own.
+    """
     workers = torch.get_num_threads()
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="robustart-cpu") if workers > 1 else None
+
+
+def _pool() -> ThreadPoolExecutor | None:
+    return _pool_of(os.getpid())
 
 
 def cpu_map(fn: Callable[[T], R], items: Iterable[T], parallel: bool = True) -> list[R]:
