@@ -33,10 +33,10 @@ class SampleRNG:
             torch.Generator(device=self.device).manual_seed(derive_seed(seed, int(i), *condition)) for i in sample_ids
         ]
 
-    def _fill(self, out: torch.Tensor, draw: Callable[[torch.Tensor, torch.Generator, int], object]) -> torch.Tensor:
-        """Call ``draw(out[i], generator_i, i)`` for every image, in parallel where that pays."""
+    def _fill(self, out: torch.Tensor, draw: Callable[[torch.Tensor, torch.Generator], object]) -> torch.Tensor:
+        """Call ``draw(out[i], generator_i)`` for every image, in parallel where that pays."""
         parallel = self.device.type == "cpu" and out[0].numel() >= _PARALLEL_MIN if len(out) else False
-        cpu_map(lambda i: draw(out[i], self.generators[i], i), range(len(self.generators)), parallel)
+        cpu_map(lambda i: draw(out[i], self.generators[i]), range(len(self.generators)), parallel)
         return out
 
     def _empty(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -44,20 +44,11 @@ class SampleRNG:
 
     def rand(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Uniform [0, 1) draws, shape ``(batch, *shape)``."""
-        return self._fill(self._empty(shape, dtype), lambda out, g, _: out.uniform_(generator=g))
+        return self._fill(self._empty(shape, dtype), lambda out, g: out.uniform_(generator=g))
 
     def randn(self, shape: Sequence[int]) -> torch.Tensor:
         """Standard normal draws, shape ``(batch, *shape)``."""
-        return self._fill(self._empty(shape), lambda out, g, _: out.normal_(generator=g))
-
-    def poisson(self, rates: torch.Tensor) -> torch.Tensor:
-        """Poisson draws with the given per-element rates, shape ``rates.shape`` (batch first)."""
-        if len(rates) != len(self.generators):
-            raise ValueError(f"got rates for {len(rates)} samples and {len(self.generators)} generators")
-        # stacked on the calling thread: copies inside the pool's threads would start OpenMP teams there
-        parallel = self.device.type == "cpu" and rates[0].numel() >= _PARALLEL_MIN if len(rates) else False
-        draws = cpu_map(lambda i: torch.poisson(rates[i], generator=self.generators[i]), range(len(rates)), parallel)
-        return torch.stack(draws) if draws else torch.empty_like(rates)
+        return self._fill(self._empty(shape), lambda out, g: out.normal_(generator=g))
 
 
 #: draws smaller than this many elements per image are not worth a thread hand-off

@@ -33,14 +33,27 @@ def shot_noise(x: torch.Tensor, c: float, rng: SampleRNG) -> torch.Tensor:
     (:func:`poisson_from_levels`), one uniform per pixel; other images use ``torch.poisson``. Both
     draw from the same distribution; the first is several times faster on the CPU.
     """
-    levels = x * 255
-    rounded = levels.round()
-    on_grid = ((levels - rounded).abs().flatten(1).amax(1) < 1e-4).tolist()
+    rounded, on_grid_pixels = eight_bit_levels(x)
+    on_grid = on_grid_pixels.flatten(1).all(1).tolist()
     uniform = rng.rand(x.shape[1:], torch.float64)
     counts = poisson_from_levels(rounded.long(), c, uniform).to(x.dtype)
     for i in (i for i, ok in enumerate(on_grid) if not ok):
         counts[i] = torch.poisson(x[i] * c, generator=rng.generators[i])
     return (counts / c).clamp_(0, 1)
+
+
+def eight_bit_levels(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x * 255`` rounded to integer levels, and where ``x`` is within float32 error of that level.
+
+    Float images decoded from 8-bit files hold float32 roundings of ``k / 255`` (off by up to ~3e-5
+    levels); anything further than 1e-4 levels from an integer is not an 8-bit value.
+
+    Returns:
+        ``(rounded, on_grid)``: float levels 0..255 and a boolean mask, both shaped like ``x``.
+    """
+    levels = x * 255
+    rounded = levels.round()
+    return rounded, (levels - rounded).abs() < 1e-4
 
 
 #: bins of the guide table that starts each CDF search close to its answer

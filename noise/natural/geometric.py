@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from noise.natural.blur import extend_index, gaussian_filter
+from noise.natural.corruptions import eight_bit_levels
 from noise.natural.kernels import kernels
 from noise.seeding import SampleRNG
 from noise.threads import cpu_map
@@ -164,10 +165,7 @@ def _snap_to_8bit(x: torch.Tensor) -> torch.Tensor:
     Returns:
         float64 tensor, same shape.
     """
-    levels = x * 255
-    rounded = levels.round()
-    # the test needs no float64: float32 rounding error here is ~3e-5 levels
-    on_grid = (levels - rounded).abs() < 1e-4
+    rounded, on_grid = eight_bit_levels(x)  # the test needs no float64: float32 error is ~3e-5 levels
     return torch.where(on_grid, rounded.double() / 255, x.double())
 
 
