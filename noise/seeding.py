@@ -46,6 +46,10 @@ class SampleRNG:
         """Uniform [0, 1) draws, shape ``(batch, *shape)``."""
         return self._fill(self._empty(shape, dtype), lambda out, g: out.uniform_(generator=g))
 
+    def integers(self, shape: Sequence[int], high: int, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+        """Uniform integers in ``[0, high)``, shape ``(batch, *shape)``; a small ``dtype`` keeps large draws cheap."""
+        return self._fill(self._empty(shape, dtype), lambda out, g: out.random_(0, high, generator=g))
+
     def randn(self, shape: Sequence[int]) -> torch.Tensor:
         """Standard normal draws, shape ``(batch, *shape)``."""
         return self._fill(self._empty(shape), lambda out, g: out.normal_(generator=g))

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from noise.natural.blur import extend_index, gaussian_filter
+from noise.natural.blur import extend_index, gaussian_filter, gaussian_weights, symmetric_filter_cpu
 from noise.natural.corruptions import eight_bit_levels
 from noise.natural.kernels import kernels
 from noise.seeding import SampleRNG
@@ -72,15 +72,16 @@ def glass_offsets(x: torch.Tensor, c: tuple, rng: SampleRNG) -> torch.Tensor:
         rng: per-sample generators.
 
     Returns:
-        Long tensor ``(B, iterations, H - 2 * delta, W - 2 * delta, 2)`` of ``(dx, dy)`` in
-        ``[-delta, delta - 1]`` for the processed pixels ``h = delta + 1 .. H - delta`` (rows) and
-        ``w = delta + 1 .. W - delta`` (columns), in spatial (not processing) order.
+        Integer tensor (int8 while ``2 * delta`` fits, else int16) ``(B, iterations, H - 2 * delta,
+        W - 2 * delta, 2)`` of ``(dx, dy)`` in ``[-delta, delta - 1]`` for the processed pixels
+        ``h = delta + 1 .. H - delta`` (rows) and ``w = delta + 1 .. W - delta`` (columns), in spatial
+        (not processing) order.
     """
     _, delta, iterations = c
     h, w = x.shape[-2:]
-    u = rng.rand((iterations, h - 2 * delta, w - 2 * delta, 2)).to(x.device)
-    # randint's high end is exclusive; the clamp guards against u * 2 * delta rounding up to 2 * delta
-    return ((u * (2 * delta)).floor().long() - delta).clamp_(-delta, delta - 1)
+    dtype = torch.int8 if 2 * delta <= 127 else torch.int16
+    draws = rng.integers((iterations, h - 2 * delta, w - 2 * delta, 2), 2 * delta, dtype)
+    return draws.sub_(delta).to(x.device)
 
 
 def _glass_pass_source(offsets: torch.Tensor, h: int, w: int, delta: int) -> torch.Tensor:
@@ -96,7 +97,7 @@ def _glass_pass_source(offsets: torch.Tensor, h: int, w: int, delta: int) -> tor
     ``ceil(log2(n))`` times), and the end of each chain reads the value its source had before the pass.
 
     Args:
-        offsets: ``(B, H - 2 * delta, W - 2 * delta, 2)`` ``(dx, dy)`` per processed pixel.
+        offsets: ``(B, H - 2 * delta, W - 2 * delta, 2)`` integer ``(dx, dy)`` per processed pixel.
         h: image height.
         w: image width.
         delta: maximum offset.
@@ -109,8 +110,8 @@ def _glass_pass_source(offsets: torch.Tensor, h: int, w: int, delta: int) -> tor
     rows = torch.arange(delta + 1, h - delta + 1, device=device)
     cols = torch.arange(delta + 1, w - delta + 1, device=device)
     target = (rows[:, None] * w + cols[None, :]).reshape(-1)  # flat index of each processed pixel
-    src_row = rows[None, :, None] + offsets[..., 1]
-    src_col = cols[None, None, :] + offsets[..., 0]
+    src_row = rows[None, :, None] + offsets[..., 1].long()
+    src_col = cols[None, None, :] + offsets[..., 0].long()
     source = (src_row * w + src_col).reshape(b, -1)
     # processing runs in reverse raster order, so "processed earlier" means a larger flat index
     src_processed = (src_row > delta) & (src_row <= h - delta) & (src_col > delta) & (src_col <= w - delta)
@@ -165,6 +166,11 @@ def _snap_to_8bit(x: torch.Tensor) -> torch.Tensor:
     Returns:
         float64 tensor, same shape.
     """
+    if x.device.type == "cpu" and x.dtype == torch.float32:
+        images = x.contiguous().reshape(len(x), -1).numpy()
+        out = np.empty(images.shape, dtype=np.float64)
+        cpu_map(lambda n: kernels()["snap_to_8bit"](images[n], out[n]), range(len(images)))
+        return torch.from_numpy(out).reshape(x.shape)
     rounded, on_grid = eight_bit_levels(x)  # the test needs no float64: float32 error is ~3e-5 levels
     return torch.where(on_grid, rounded.double() / 255, x.double())
 
@@ -184,10 +190,11 @@ def _gaussian_nearest_scipy(x: torch.Tensor, sigma: float) -> torch.Tensor:
     Returns:
         The filtered float64 tensor, same shape.
     """
-    radius = int(4.0 * float(sigma) + 0.5)
-    taps = np.arange(-radius, radius + 1)
-    weights = np.exp(-0.5 / (sigma * sigma) * taps**2)
-    weights = (weights / weights.sum()).tolist()
+    half = gaussian_weights(sigma, 4.0)
+    if x.device.type == "cpu":
+        return symmetric_filter_cpu(x, half, "nearest")
+    radius = len(half) - 1
+    weights = np.concatenate([half[:0:-1], half]).tolist()
     for dim in (-2, -1):
         n = x.shape[dim]
         index = extend_index(torch.arange(-radius, n + radius, device=x.device), n, "nearest")
@@ -211,7 +218,7 @@ def glass_blur_with_offsets(x: torch.Tensor, c: tuple, offsets: torch.Tensor) ->
     Args:
         x: float NCHW batch in [0, 1].
         c: ``(sigma, delta, iterations)``.
-        offsets: ``(B, iterations, H - 2 * delta, W - 2 * delta, 2)`` long ``(dx, dy)`` offsets.
+        offsets: ``(B, iterations, H - 2 * delta, W - 2 * delta, 2)`` integer ``(dx, dy)`` offsets.
 
     Returns:
         The corrupted batch, same shape, dtype and device as ``x``, values in [0, 1].

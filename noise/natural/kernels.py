@@ -88,9 +88,94 @@ def kernels():
                 for j in range(out.shape[2]):
                     out[c, i, j] = lut[row[up_cols[j]]]
 
+    @jit
+    def zoom_sum(x, rows, row_weight, cols, col_weight, out):  # pragma: no cover - compiled
+        """Add to ``out`` (``(C, H2, W2)``) the bilinear resamplings of one image ``x`` (``(C, H, W)``) given per
+        zoom ``z``: output row ``i`` mixes source rows ``rows[z, i]`` and ``rows[z, i] + 1`` with weight
+        ``row_weight[z, i]`` on the second, and likewise for columns. Rows are mixed first, over whole
+        image rows (vectorised), then columns are gathered."""
+        channels = x.shape[0]
+        line = np.empty(x.shape[2], dtype=out.dtype)
+        for z in range(rows.shape[0]):
+            for c in range(channels):
+                for i in range(out.shape[1]):
+                    top, bottom, b = x[c, rows[z, i]], x[c, rows[z, i] + 1], row_weight[z, i]
+                    a = 1 - b
+                    for k in range(line.size):
+                        line[k] = a * top[k] + b * bottom[k]
+                    dest = out[c, i]
+                    for j in range(dest.size):
+                        left, wr = cols[z, j], col_weight[z, j]
+                        dest[j] += (1 - wr) * line[left] + wr * line[left + 1]
+
+    @jit
+    def poisson_from_levels(x, uniform, cdf, guide, size, bins, c, out):  # pragma: no cover - compiled
+        """Shot noise of one flat float32 image on the 8-bit grid: ``out = clip(n / c, 0, 1)`` where ``n`` is the
+        smallest count with ``CDF(n) > u`` for the pixel's level (tables of ``corruptions._poisson_tables``,
+        walked up from the guide's start). Returns False, leaving ``out`` partly written, as soon as a
+        pixel is not within 1e-4 of an 8-bit level."""
+        scale = np.float32(c)
+        for i in range(x.size):
+            level = x[i] * np.float32(255)
+            rounded = np.rint(level)
+            if abs(level - rounded) >= np.float32(1e-4):
+                return False
+            k = np.int64(rounded)
+            u = uniform[i]
+            position = guide[k * bins + np.int64(u * bins)]
+            while cdf[position] <= u:
+                position += 1
+            out[i] = min(max(np.float32(position - k * size) / scale, np.float32(0)), np.float32(1))
+        return True
+
+    @jit
+    def snap_to_8bit(x, out):  # pragma: no cover - compiled
+        """float32 -> float64 elementwise (flat arrays): ``k / 255`` where ``x * 255`` is within 1e-4 of an integer
+        level ``k``, else ``x`` (as ``geometric._snap_to_8bit`` computes it in torch)."""
+        for i in range(x.size):
+            level = x[i] * np.float32(255)
+            rounded = np.rint(level)
+            out[i] = rounded / 255.0 if abs(level - rounded) < np.float32(1e-4) else np.float64(x[i])
+
+    @jit
+    def symmetric_filter(planes, weights, rows, cols, out):  # pragma: no cover - compiled
+        """A separable symmetric filter over each ``(H, W)`` plane of ``planes`` (``(N, H, W)``), rows first, in
+        ``scipy.ndimage.correlate1d``'s order: ``centre * w[0]``, then ``+= (x[-j] + x[j]) * w[j]`` for
+        ``j = r .. 1``. ``weights`` is ``(r + 1,)``, centre first; ``rows`` (``H + 2r``) and ``cols``
+        (``W + 2r``) index the signal extended beyond each border. The arithmetic runs in the dtype of
+        ``planes`` and ``weights`` (float64 gives scipy's results bit for bit)."""
+        n, height, width = planes.shape
+        r = weights.shape[0] - 1
+        tmp = np.empty((height, width), dtype=out.dtype)
+        line = np.empty(width + 2 * r, dtype=out.dtype)
+        for p in range(n):
+            # slices rather than offset indices below: indices known to be in range let the loops vectorise
+            for i in range(height):  # along the rows: whole image rows at a time
+                row, centre = tmp[i], planes[p, rows[i + r]]
+                for k in range(width):
+                    row[k] = centre[k] * weights[0]
+                for j in range(r, 0, -1):
+                    above, below, wj = planes[p, rows[i + r - j]], planes[p, rows[i + r + j]], weights[j]
+                    for k in range(width):
+                        row[k] += (above[k] + below[k]) * wj
+            for i in range(height):  # along the columns, on the row extended beyond its ends
+                for k in range(width + 2 * r):
+                    line[k] = tmp[i, cols[k]]
+                dest, centre = out[p, i], line[r : r + width]
+                for k in range(width):
+                    dest[k] = centre[k] * weights[0]
+                for j in range(r, 0, -1):
+                    left, right, wj = line[r - j : r - j + width], line[r + j : r + j + width], weights[j]
+                    for k in range(width):
+                        dest[k] += (left[k] + right[k]) * wj
+
     return {
         "glass_sources": glass_sources,
         "to_hwc_uint8": to_hwc_uint8,
         "from_hwc_uint8": from_hwc_uint8,
         "pixelate": pixelate,
+        "poisson_from_levels": poisson_from_levels,
+        "zoom_sum": zoom_sum,
+        "snap_to_8bit": snap_to_8bit,
+        "symmetric_filter": symmetric_filter,
     }
