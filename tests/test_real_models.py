@@ -6,6 +6,7 @@ zoo's ``efficientnet_lite0`` and ``cifar_resnet18`` with the trained weights the
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,36 @@ def test_noise_statistics_match_the_reference_on_imagenet_samples(efficientnet, 
         assert abs(ours_residual.std() - scale) <= 0.05 * scale, channel
     between_references = np.abs(first - second).mean()
     assert np.abs(ours - first).mean() <= 1.02 * between_references
+
+
+def _pillow_round_trip(levels: np.ndarray, quality: int) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(levels).save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(buffer)).astype(np.float64)
+
+
+def test_jpeg_pixels_equal_pillows_on_imagenet_samples():
+    """The JPEG steps run OpenCV's libjpeg-turbo for speed; their pixels must be Pillow's (the original's
+    codec) at every ImageNet-C quality, in colour and grey, rounded or truncated to 8 bits."""
+    from noise.natural.digital import save_like_released
+    from noise.natural.params import IMAGENET_PARAMS
+
+    pictures = [
+        Image.open(p).convert("RGB").resize((224, 224), Image.BILINEAR) for p, _ in _foolbox_samples("imagenet")
+    ]
+    rgb = np.stack([np.asarray(p) for p in pictures])
+    grey = np.stack([np.asarray(p.convert("L")) for p in pictures])
+    for levels in (rgb, grey[..., None]):
+        x = torch.from_numpy(levels).permute(0, 3, 1, 2).float() / 255
+        for severity, quality in enumerate(IMAGENET_PARAMS["jpeg_compression"], start=1):
+            ours = corrupt(x, "jpeg_compression", severity).permute(0, 2, 3, 1).double().numpy() * 255
+            for image, out in zip(levels, ours, strict=True):
+                ref = _pillow_round_trip(image[..., 0] if image.shape[-1] == 1 else image, quality)
+                assert np.abs(out.reshape(ref.shape) - ref).max() < 1e-3, (severity, image.shape)
+        # the released set's save: truncation of a float image, then quality 85
+        shifted = (x * 0.9 + 0.05).clamp(0, 1)
+        ours = save_like_released(shifted).permute(0, 2, 3, 1).double().numpy() * 255
+        truncated = np.floor(shifted.permute(0, 2, 3, 1).double().numpy() * 255).astype(np.uint8)
+        for image, out in zip(truncated, ours, strict=True):
+            ref = _pillow_round_trip(image[..., 0] if image.shape[-1] == 1 else image, 85)
+            assert np.abs(out.reshape(ref.shape) - ref).max() < 1e-3

@@ -4,13 +4,13 @@ The original applies these to 8-bit PIL images, so inputs are quantised to 8 bit
 first. ``pixelate`` reproduces Pillow's BOX resampling, including its 22-bit fixed-point weights and
 8-bit rounding between the horizontal and vertical passes, as a batched torch matrix product.
 ``jpeg_compression`` must use a real JPEG codec (libjpeg's quantisation tables and 4:2:0 chroma), so it
-runs Pillow on the CPU, image by image, and moves the result back to the input's device.
+runs libjpeg-turbo (through OpenCV, pixel-identical to Pillow's) on the CPU, image by image, and moves the
+result back to the input's device.
 """
 
 from __future__ import annotations
 
 import functools
-import io
 
 import numpy as np
 import torch
@@ -142,7 +142,8 @@ def pixelate_torch(x: torch.Tensor, c: float) -> torch.Tensor:
 
 
 def jpeg_compression(x: torch.Tensor, c: int, rng: SampleRNG | None = None) -> torch.Tensor:
-    """JPEG at quality ``c`` with Pillow's defaults (4:2:0), decoded again. Runs on the CPU."""
+    """JPEG at quality ``c`` with Pillow's defaults (4:2:0), decoded again. Runs on the CPU (see
+    :func:`_jpeg_round_trip`)."""
     return _jpeg_round_trip(x, int(c))
 
 
@@ -156,18 +157,25 @@ def save_like_released(x: torch.Tensor) -> torch.Tensor:
 
 
 def _jpeg_round_trip(x: torch.Tensor, quality: int, optimize: bool = False, truncate: bool = False) -> torch.Tensor:
-    """Encode each image of a float NCHW batch as an 8-bit JPEG with Pillow and decode it again.
+    """Encode each image of a float NCHW batch as an 8-bit JPEG and decode it again, as Pillow does.
 
-    Pixels become 8-bit by rounding (``truncate=False``) or truncation; conversions are compiled
-    kernels and images run on the CPU threads. (torchvision's libjpeg writes byte-identical files,
-    but its codec is deprecated, and was not faster here.)
+    Pixels become 8-bit by rounding (``truncate=False``) or truncation. The original saves with Pillow;
+    here OpenCV encodes and decodes, because its codec releases the GIL for all its work, so images run
+    in parallel on the CPU threads, while Pillow's JPEG encoder holds it. Both wrap libjpeg-turbo with
+    the same settings for this purpose (IJG quality tables, 4:2:0 chroma, integer DCT, fancy chroma
+    upsampling), so the decoded pixels are Pillow's; the tests check that against Pillow's own round
+    trip on real photographs at every quality. ``optimize`` (Huffman tables) changes the file size
+    only, never the pixels, and is passed on for completeness. Conversions are compiled kernels.
     """
-    from PIL import Image
+    import cv2
 
     from noise.natural.kernels import kernels
 
     n, channels, h, w = x.shape
-    mode = "L" if channels == 1 else "RGB"
+    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR_RGB
+    settings = [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_OPTIMIZE, int(optimize)]
+    if channels == 3:
+        settings += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420]
     source = x.detach().cpu().contiguous().numpy()
     out = torch.empty(x.shape, dtype=x.dtype)
     target = out.numpy()
@@ -176,12 +184,12 @@ def _jpeg_round_trip(x: torch.Tensor, quality: int, optimize: bool = False, trun
 
     def one(i: int) -> None:
         levels = np.empty((h, w, channels), dtype=np.uint8)
-        compiled["to_hwc_uint8"](source[i], levels, truncate)
-        buffer = io.BytesIO()
-        Image.fromarray(levels[..., 0] if mode == "L" else levels, mode).save(
-            buffer, "JPEG", quality=quality, optimize=optimize
-        )
-        compiled["from_hwc_uint8"](np.asarray(Image.open(buffer)).reshape(h, w, channels), target[i], lut)
+        compiled["to_hwc_uint8"](source[i], levels, truncate, True)  # OpenCV encodes BGR
+        ok, encoded = cv2.imencode(".jpg", levels, settings)
+        if not ok:
+            raise RuntimeError(f"OpenCV could not encode a {h} x {w} JPEG")
+        decoded = cv2.imdecode(encoded, flag)
+        compiled["from_hwc_uint8"](decoded.reshape(h, w, channels), target[i], lut)
 
     cpu_map(one, range(n))
     return out.to(x.device)

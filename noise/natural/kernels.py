@@ -32,17 +32,19 @@ def kernels():
                     out[row * w + col] = out[(row + dy) * w + col + dx]
 
     @jit
-    def to_hwc_uint8(x, out, truncate):  # pragma: no cover - compiled
+    def to_hwc_uint8(x, out, truncate, reverse):  # pragma: no cover - compiled
         """float ``(C, H, W)`` in [0, 1] -> uint8 ``(H, W, C)``: ``x * 255`` rounded half to even (as
-        ``torch.round``), or truncated as ``np.uint8`` does, clipped to 0..255."""
+        ``torch.round``), or truncated as ``np.uint8`` does, clipped to 0..255; channels in reverse
+        order if ``reverse`` (RGB -> BGR)."""
         channels, height, width = x.shape
         for c in range(channels):
+            d = channels - 1 - c if reverse else c
             for i in range(height):
                 for j in range(width):
                     # rounding multiplies in the input's precision (as torch does); truncation in float64,
                     # as the original's np.uint8 of a float64 array
                     v = np.floor(np.float64(x[c, i, j]) * 255.0) if truncate else np.rint(x[c, i, j] * np.float32(255))
-                    out[i, j, c] = np.uint8(min(max(v, 0.0), 255.0))
+                    out[i, j, d] = np.uint8(min(max(v, 0.0), 255.0))
 
     @jit
     def from_hwc_uint8(levels, out, lut):  # pragma: no cover - compiled
@@ -58,35 +60,46 @@ def kernels():
         """Pillow BOX down-sampling of one float ``(C, H, W)`` image (rounded to 8 bits; columns, then
         rows, each pass rounded and clipped to 8 bits, as Pillow's fixed point), then BOX up-sampling,
         which for an enlargement gives every output pixel exactly one source pixel with full weight,
-        so it is the gather ``up_rows x up_cols``. ``lut[k]`` is the float value of level ``k``."""
+        so it is the gather ``up_rows x up_cols``. ``lut[k]`` is the float value of level ``k``. Loops
+        run tap by tap over whole rows, so that the inner loops vectorise."""
         channels, height, width = x.shape
-        small_w, small_h = col_index.shape[1], row_index.shape[1]
-        half = 1 << (precision - 1)
+        taps_w, small_w = col_index.shape
+        taps_h, small_h = row_index.shape
+        half = np.int32(1 << (precision - 1))
         levels = np.empty(width, dtype=np.int32)
+        total = np.empty(small_w, dtype=np.int32)  # at most 255 * 2^22 + 2^21 < 2^31
         narrow = np.empty((height, small_w), dtype=np.int32)
-        acc = np.empty(small_w, dtype=np.int32)
         small = np.empty((small_h, small_w), dtype=np.uint8)
         for c in range(channels):
             for i in range(height):  # horizontal pass, one row at a time
+                src = x[c, i]
                 for j in range(width):
-                    levels[j] = np.int32(min(max(np.rint(x[c, i, j] * np.float32(255)), 0), 255))
+                    levels[j] = np.int32(min(max(np.rint(src[j] * np.float32(255)), np.float32(0)), np.float32(255)))
+                total[:] = half
+                for t in range(taps_w):
+                    index, weight = col_index[t], col_weight[t]
+                    for o in range(small_w):
+                        total[o] += levels[index[o]] * weight[o]
+                row = narrow[i]
                 for o in range(small_w):
-                    total = half
-                    for t in range(col_index.shape[0]):
-                        total += levels[col_index[t, o]] * col_weight[t, o]
-                    narrow[i, o] = min(max(total >> precision, 0), 255)
+                    row[o] = min(max(total[o] >> precision, 0), 255)
             for o in range(small_h):  # vertical pass, a whole output row at a time
-                acc[:] = half
-                for t in range(row_index.shape[0]):
-                    weight, source = row_weight[t, o], row_index[t, o]
+                total[:] = half
+                for t in range(taps_h):
+                    weight, source = row_weight[t, o], narrow[row_index[t, o]]
                     for j in range(small_w):
-                        acc[j] += narrow[source, j] * weight
+                        total[j] += source[j] * weight
+                dest = small[o]
                 for j in range(small_w):
-                    small[o, j] = min(max(acc[j] >> precision, 0), 255)
-            for i in range(out.shape[1]):  # enlargement: a gather
+                    dest[j] = min(max(total[j] >> precision, 0), 255)
+            for i in range(out.shape[1]):  # enlargement: a gather, once per distinct source row
+                dest = out[c, i]
+                if i > 0 and up_rows[i] == up_rows[i - 1]:
+                    dest[:] = out[c, i - 1]
+                    continue
                 row = small[up_rows[i]]
-                for j in range(out.shape[2]):
-                    out[c, i, j] = lut[row[up_cols[j]]]
+                for j in range(dest.size):
+                    dest[j] = lut[row[up_cols[j]]]
 
     @jit
     def zoom_sum(x, rows, row_weight, cols, col_weight, out):  # pragma: no cover - compiled
