@@ -88,6 +88,15 @@ def test_plasma_fractal_equals_the_reference_given_the_same_draws():
     assert np.abs(ours[0].numpy() - ref).max() < 1e-5
 
 
+def test_plasma_fractal_torch_path_equals_the_compiled_one():
+    """Off the CPU the maps are built with batched torch operations; on the same draws they equal the kernel's."""
+    from noise.natural.weather import _plasma_torch, plasma_draws
+
+    draws = torch.rand(3, plasma_draws(64), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    compiled = plasma_fractal(3, 64, 1.5, lambda shape: draws)
+    assert torch.allclose(_plasma_torch(draws, 64, 1.5), compiled, atol=1e-6)
+
+
 def test_fog_follows_the_original_formula():
     image = _photos()[0]
     x = _to_tensor(image)

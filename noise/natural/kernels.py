@@ -102,6 +102,89 @@ def kernels():
                     dest[j] = lut[row[up_cols[j]]]
 
     @jit
+    def plasma(draws, wibbledecay, out):  # pragma: no cover - compiled
+        """The original's diamond-square plasma map (``n x n``, ``n`` a power of two), computed in float64 and
+        written, normalised to [0, 1], to ``out``; from its uniform draws in the original's order (per
+        step: squares, then the diamonds on the corner rows, then on the centre rows; see
+        ``weather.plasma_fractal``). Neighbours wrap around, as ``np.roll``."""
+        n = out.shape[0]
+        grid = np.zeros((n, n))
+        step, wibble, used = n, 100.0, 0
+        while step >= 2:
+            half, m = step // 2, n // step
+            wrap = m - 1  # m is a power of two: & wraps indices, also -1
+            for a in range(m):  # squares: the mean of the four corners
+                for b in range(m):
+                    top, bottom, left, right = a * step, ((a + 1) & wrap) * step, b * step, ((b + 1) & wrap) * step
+                    total = (grid[top, left] + grid[bottom, left]) + (grid[top, right] + grid[bottom, right])
+                    grid[top + half, left + half] = total / 4 + wibble * (-wibble + 2 * wibble * draws[used])
+                    used += 1
+            for a in range(m):  # diamonds on the corner rows: centres above and below, corners left and right
+                for b in range(m):
+                    row, col, above = a * step, b * step, ((a - 1) & wrap) * step
+                    total = (grid[row + half, col + half] + grid[above + half, col + half]) + (
+                        grid[row, col] + grid[row, ((b + 1) & wrap) * step]
+                    )
+                    grid[row, col + half] = total / 4 + wibble * (-wibble + 2 * wibble * draws[used])
+                    used += 1
+            for a in range(m):  # diamonds on the centre rows: centres left and right, corners above and below
+                for b in range(m):
+                    row, col, before = a * step, b * step, ((b - 1) & wrap) * step
+                    total = (grid[row + half, col + half] + grid[row + half, before + half]) + (
+                        grid[row, col] + grid[((a + 1) & wrap) * step, col]
+                    )
+                    grid[row + half, col] = total / 4 + wibble * (-wibble + 2 * wibble * draws[used])
+                    used += 1
+            step //= 2
+            wibble /= wibbledecay
+        low = grid.min()
+        high = grid.max() - low
+        for i in range(n):
+            for j in range(n):
+                out[i, j] = (grid[i, j] - low) / high
+
+    @jit
+    def padded_levels(x, pad_y, pad_x, offset, out):  # pragma: no cover - compiled
+        """One float ``(C, H, W)`` image in [0, 1] as 8-bit levels ``floor(clip(x) * 255 + offset)`` (``offset``
+        0.5 rounds half up, 0 truncates), edge-replicated by ``pad_y`` rows and ``pad_x`` columns into
+        ``out`` (``(C, H + 2 pad_y, W + 2 pad_x)``), all in float32."""
+        channels, height, width = x.shape
+        for c in range(channels):
+            for i in range(out.shape[1]):
+                src, dest = x[c, min(max(i - pad_y, 0), height - 1)], out[c, i]
+                for k in range(width):
+                    dest[pad_x + k] = np.floor(
+                        min(max(src[k], np.float32(0)), np.float32(1)) * np.float32(255) + offset
+                    )
+                for k in range(pad_x):
+                    dest[k] = dest[pad_x]
+                    dest[pad_x + width + k] = dest[pad_x + width - 1]
+
+    @jit
+    def shifted_sum(padded, weights, rows, cols, out):  # pragma: no cover - compiled
+        """ImageMagick's motion blur of one padded image of 8-bit levels, written back as 8-bit levels / 255:
+        ``out[c, i, :] = min(floor(acc + 0.5), 255) / 255`` with ``acc = sum_t weights[t] * padded[c, i +
+        rows[t], cols[t] : cols[t] + W]``, taps added in order from zero (zero-weight taps skipped). Each
+        output row is finished while it is in cache, instead of one pass over the image per tap."""
+        channels, height, width = out.shape
+        acc = np.empty(width, dtype=out.dtype)
+        for c in range(channels):
+            for i in range(height):
+                acc[:] = 0
+                for t in range(weights.size):
+                    weight = weights[t]
+                    if weight == 0:
+                        continue
+                    src = padded[c, i + rows[t], cols[t] : cols[t] + width]
+                    for k in range(width):
+                        acc[k] += weight * src[k]
+                dest = out[c, i]
+                for k in range(width):
+                    dest[k] = min(max(np.floor(acc[k] + np.float32(0.5)), np.float32(0)), np.float32(255)) / np.float32(
+                        255
+                    )
+
+    @jit
     def zoom_sum(x, rows, row_weight, cols, col_weight, out):  # pragma: no cover - compiled
         """Add to ``out`` (``(C, H2, W2)``) the bilinear resamplings of one image ``x`` (``(C, H, W)``) given per
         zoom ``z``: output row ``i`` mixes source rows ``rows[z, i]`` and ``rows[z, i] + 1`` with weight
@@ -188,6 +271,9 @@ def kernels():
         "from_hwc_uint8": from_hwc_uint8,
         "pixelate": pixelate,
         "poisson_from_levels": poisson_from_levels,
+        "padded_levels": padded_levels,
+        "plasma": plasma,
+        "shifted_sum": shifted_sum,
         "zoom_sum": zoom_sum,
         "snap_to_8bit": snap_to_8bit,
         "symmetric_filter": symmetric_filter,

@@ -26,7 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from noise.natural.blur import clipped_zoom
+from noise.natural.kernels import kernels
 from noise.seeding import SampleRNG
+from noise.threads import cpu_map
 
 # severity 1..5 parameters, exactly as in make_imagenet_c.py (224 x 224 ImageNet)
 # cv2.cvtColor(..., COLOR_RGB2GRAY) weights, which the original applies to the float32 image
@@ -81,8 +83,8 @@ def _shifted_sum(x: torch.Tensor, weights: np.ndarray, dy: np.ndarray, dx: np.nd
     """``out[n, :, r, c] = Σ_t weights[n, t] * x[n, :, clamp(r + dy[n, t]), clamp(c + dx[n, t])]``.
 
     The batch is padded once by replicating its edges (as the reference's ``shift`` does), so every
-    shifted image is a ``C x H x W`` window of that padding. On the CPU each window is added in place
-    (a loop over samples and taps over views, no copies). On other devices, where many small kernels
+    shifted image is a ``C x H x W`` window of that padding. (On the CPU, :func:`_motion_blur_8bit_cpu`
+    runs instead.) On other devices, where many small kernels
     cost more than copies, a strided view exposes the windows starting at every element of the
     padding and tap ``t`` selects one per sample with a single ``index_select``, so the loop runs over
     taps only.
@@ -92,13 +94,6 @@ def _shifted_sum(x: torch.Tensor, weights: np.ndarray, dy: np.ndarray, dx: np.nd
     weights, dy, dx = weights[:, :used], dy[:, :used], dx[:, :used]
     pad_y, pad_x = int(np.abs(dy).max()), int(np.abs(dx).max())
     padded = F.pad(x, (pad_x, pad_x, pad_y, pad_y), mode="replicate").contiguous()
-    if x.device.type == "cpu":
-        out = torch.zeros_like(x)
-        for i in range(n):
-            for t in np.flatnonzero(weights[i]):
-                top, left = dy[i, t] + pad_y, dx[i, t] + pad_x
-                out[i].add_(padded[i, :, top : top + h, left : left + w], alpha=float(weights[i, t]))
-        return out
     sn, sc, sh, sw = padded.stride()
     extent = (c - 1) * sc + (h - 1) * sh + (w - 1) * sw
     # windows[k] is the C x H x W window whose first element is element k of the padding (a view, no copy)
@@ -121,6 +116,32 @@ def _motion_blur_255(
         raise ValueError(f"got {len(angles)} angles for {len(x)} images")
     weights, dy, dx = _blur_taps(radius, sigma, angles, x.shape[-2], x.shape[-1])
     return _shifted_sum(x, weights, dy, dx)
+
+
+def _motion_blur_8bit_cpu(
+    x: torch.Tensor, radius: int, sigma: float, angles: torch.Tensor | Sequence[float], offset: float
+) -> torch.Tensor:
+    """The original's 8-bit motion blur on the CPU: ``x`` to levels ``floor(clip(x) * 255 + offset)``, the
+    blur, and rounding back to levels / 255, as two compiled kernels per image on the CPU threads."""
+    angles = torch.as_tensor(angles).detach().flatten().cpu().double().tolist()
+    if len(angles) != len(x):
+        raise ValueError(f"got {len(angles)} angles for {len(x)} images")
+    n, c, h, w = x.shape
+    weights, dy, dx = _blur_taps(radius, sigma, angles, h, w)
+    pad_y, pad_x = int(np.abs(dy).max()), int(np.abs(dx).max())
+    rows, cols, taps = dy + pad_y, dx + pad_x, weights.astype(np.float32)
+    src = x.contiguous().numpy()
+    out = torch.empty(x.shape, dtype=x.dtype)
+    dest = out.numpy()
+    compiled = kernels()
+
+    def one(i: int) -> None:
+        padded = np.empty((c, h + 2 * pad_y, w + 2 * pad_x), dtype=np.float32)
+        compiled["padded_levels"](src[i], pad_y, pad_x, np.float32(offset), padded)
+        compiled["shifted_sum"](padded, taps[i], rows[i], cols[i], dest[i])
+
+    cpu_map(one, range(n))
+    return out
 
 
 def _round_half_up(x: torch.Tensor) -> torch.Tensor:
@@ -147,6 +168,8 @@ def apply_motion_blur(
     """
     if not quantize:
         return _motion_blur_255(x, radius, sigma, angles).clamp_(0, 1)
+    if x.device.type == "cpu" and x.dtype == torch.float32:
+        return _motion_blur_8bit_cpu(x, radius, sigma, angles, 0.5)
     pixels = _round_half_up(x.clamp(0, 1) * 255)  # the PNG round trip of the original: uint8 in
     blurred = _motion_blur_255(pixels, radius, sigma, angles)
     return _round_half_up(blurred).clamp_(0, 255).div_(255)  # and uint8 out
@@ -186,6 +209,8 @@ def snow_layer(normal: torch.Tensor, c: tuple, angles: torch.Tensor | Sequence[f
     """
     layer = clipped_zoom((c[0] + c[1] * normal)[:, None], c[2])
     layer = torch.where(layer < c[3], torch.zeros_like(layer), layer)
+    if layer.device.type == "cpu" and layer.dtype == torch.float32:
+        return _motion_blur_8bit_cpu(layer, c[4], c[5], angles, 0.0)
     pixels = torch.floor(layer.clamp(0, 1) * 255)  # 'L' PNG: uint8 by truncation
     blurred = _motion_blur_255(pixels, c[4], c[5], angles)
     return _round_half_up(blurred).clamp_(0, 255).div_(255)  # ImageMagick's uint8 output

@@ -10,9 +10,16 @@ import numpy as np
 import torch
 
 from noise.seeding import SampleRNG
+from noise.threads import cpu_map
 
 #: the original draws the frost picture with ``np.random.randint(5)``, so frost6 is never used
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
+
+
+def plasma_draws(mapsize: int) -> int:
+    """How many uniform draws one ``mapsize x mapsize`` plasma map takes: three grids of ``(mapsize / step)^2``
+    midpoints (squares, then the two diamond sets) for each step ``mapsize, mapsize / 2, ..., 2``."""
+    return sum(3 * (mapsize // (1 << k)) ** 2 for k in range(1, mapsize.bit_length()))
 
 
 def plasma_fractal(
@@ -20,23 +27,46 @@ def plasma_fractal(
 ) -> torch.Tensor:
     """Diamond-square height maps in [0, 1], one per sample, shape ``(batch, mapsize, mapsize)``.
 
-    Follows the original step by step, including its ``wibble * U(-wibble, wibble)`` noise term and
-    the wrap-around neighbours of ``np.roll``.
+    Follows the original step by step, in float64 as the original, including its ``wibble * U(-wibble,
+    wibble)`` noise term, its order of additions and the wrap-around neighbours of ``np.roll``. All
+    draws of a map are taken at once (:func:`plasma_draws` of them) and used in the original's order,
+    which gives the original's maps when fed the original's random stream.
 
     Args:
         batch: number of maps.
         mapsize: side, a power of two.
         wibbledecay: divisor of the noise amplitude at each level.
         uniform: ``uniform(shape) -> U[0, 1) draws`` of shape ``(batch, *shape)``.
+        device: where the maps are made; on the CPU a compiled kernel builds each map.
+
+    Returns:
+        float32 maps.
     """
-    if mapsize & (mapsize - 1):
+    if mapsize < 2 or mapsize & (mapsize - 1):
         raise ValueError(f"mapsize must be a power of two, got {mapsize}")
-    maps = torch.zeros(batch, mapsize, mapsize, dtype=torch.float32, device=device)
-    step, wibble = mapsize, 100.0
+    draws = uniform((plasma_draws(mapsize),))
+    if torch.device(device or "cpu").type == "cpu":
+        from noise.natural.kernels import kernels
+
+        maps = torch.empty(batch, mapsize, mapsize, dtype=torch.float32)
+        source, target, kernel = draws.cpu().numpy(), maps.numpy(), kernels()["plasma"]
+        cpu_map(lambda i: kernel(source[i], float(wibbledecay), target[i]), range(batch))
+        return maps
+    return _plasma_torch(draws.to(device=device, dtype=torch.float64), mapsize, wibbledecay)
+
+
+def _plasma_torch(draws: torch.Tensor, mapsize: int, wibbledecay: float) -> torch.Tensor:
+    """:func:`plasma_fractal` as batched torch operations on the device of ``draws`` (``(batch, count)``)."""
+    batch = len(draws)
+    maps = torch.zeros(batch, mapsize, mapsize, dtype=torch.float64, device=draws.device)
+    step, wibble, used = mapsize, 100.0, 0
 
     def wibbled_mean(total: torch.Tensor) -> torch.Tensor:
-        noise = (uniform(tuple(total.shape[1:])).to(torch.float64) * 2 - 1) * wibble
-        return (total.to(torch.float64) / 4 + wibble * noise).to(torch.float32)
+        nonlocal used
+        count = total.shape[1] * total.shape[2]
+        u = draws[:, used : used + count].reshape(total.shape)
+        used += count
+        return total / 4 + wibble * (-wibble + 2 * wibble * u)
 
     while step >= 2:
         half = step // 2
@@ -47,17 +77,17 @@ def plasma_fractal(
         centres = maps[:, half::step, half::step]
         corners = maps[:, 0::step, 0::step]
         maps[:, 0::step, half::step] = wibbled_mean(
-            centres + centres.roll(1, dims=1) + corners + corners.roll(-1, dims=2)
+            (centres + centres.roll(1, dims=1)) + (corners + corners.roll(-1, dims=2))
         )
         maps[:, half::step, 0::step] = wibbled_mean(
-            centres + centres.roll(1, dims=2) + corners + corners.roll(-1, dims=1)
+            (centres + centres.roll(1, dims=2)) + (corners + corners.roll(-1, dims=1))
         )
         step //= 2
         wibble /= wibbledecay
     flat = maps.view(batch, -1)
     flat -= flat.min(dim=1, keepdim=True).values
     flat /= flat.max(dim=1, keepdim=True).values
-    return maps
+    return maps.to(torch.float32)
 
 
 def fog(x: torch.Tensor, c: tuple[float, float], rng: SampleRNG) -> torch.Tensor:
