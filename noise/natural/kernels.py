@@ -18,6 +18,7 @@ def kernels():
     import numpy as np
 
     jit = numba.njit(nogil=True, cache=True)
+    inline = numba.njit(nogil=True, cache=True, inline="always")  # helpers, compiled into their callers
 
     @jit
     def glass_sources(offsets, h, w, delta, out):  # pragma: no cover - compiled
@@ -100,6 +101,54 @@ def kernels():
                 row = small[up_rows[i]]
                 for j in range(dest.size):
                     dest[j] = lut[row[up_cols[j]]]
+
+    @inline
+    def _mirror(index, n, mode):  # pragma: no cover - compiled
+        """Fold an integer position into ``[0, n)``: mode 0 mirrors about the edge pixels' centres (OpenCV's
+        ``BORDER_REFLECT_101``), mode 1 about their outer edges (scipy's ``reflect``)."""
+        if n == 1:
+            return 0
+        period = 2 * (n - 1) if mode == 0 else 2 * n
+        index %= period
+        if index >= n:
+            index = period - index if mode == 0 else period - 1 - index
+        return index
+
+    @inline
+    def _bilinear(image, y, x, mode, out, i, j):  # pragma: no cover - compiled
+        """Write the bilinear sample of every channel of ``image`` at ``(y, x)`` to ``out[:, i, j]``, each of
+        the four neighbours folded back into the image by ``mode`` (see ``_mirror``)."""
+        height, width = image.shape[1], image.shape[2]
+        top, left = np.floor(y), np.floor(x)
+        fy, fx = y - top, x - left
+        r0, c0 = np.int64(top), np.int64(left)
+        r1, c1 = r0 + 1, c0 + 1
+        if r0 < 0 or r1 >= height:  # only near the border: folding costs integer divisions
+            r0, r1 = _mirror(r0, height, mode), _mirror(r1, height, mode)
+        if c0 < 0 or c1 >= width:
+            c0, c1 = _mirror(c0, width, mode), _mirror(c1, width, mode)
+        for c in range(image.shape[0]):
+            upper = (1 - fx) * image[c, r0, c0] + fx * image[c, r0, c1]
+            lower = (1 - fx) * image[c, r1, c0] + fx * image[c, r1, c1]
+            out[c, i, j] = (1 - fy) * upper + fy * lower
+
+    @jit
+    def warp_affine(image, inverse, out):  # pragma: no cover - compiled
+        """``cv2.warpAffine`` (bilinear, ``BORDER_REFLECT_101``) of one ``(C, H, W)`` image: output ``(i, j)``
+        samples the input at ``x = inverse[0] . (j, i, 1)``, ``y = inverse[1] . (j, i, 1)``."""
+        for i in range(out.shape[1]):
+            for j in range(out.shape[2]):
+                x = inverse[0, 0] * j + inverse[0, 1] * i + inverse[0, 2]
+                y = inverse[1, 0] * j + inverse[1, 1] * i + inverse[1, 2]
+                _bilinear(image, y, x, 0, out, i, j)
+
+    @jit
+    def displace(image, dy, dx, out):  # pragma: no cover - compiled
+        """``scipy.ndimage.map_coordinates(order=1, mode='reflect')`` of each channel of one ``(C, H, W)`` image
+        at ``(i + dy[i, j], j + dx[i, j])``, the coordinates summed in float64."""
+        for i in range(out.shape[1]):
+            for j in range(out.shape[2]):
+                _bilinear(image, i + np.float64(dy[i, j]), j + np.float64(dx[i, j]), 1, out, i, j)
 
     @jit
     def plasma(draws, wibbledecay, out):  # pragma: no cover - compiled
@@ -273,6 +322,8 @@ def kernels():
         "poisson_from_levels": poisson_from_levels,
         "padded_levels": padded_levels,
         "plasma": plasma,
+        "warp_affine": warp_affine,
+        "displace": displace,
         "shifted_sum": shifted_sum,
         "zoom_sum": zoom_sum,
         "snap_to_8bit": snap_to_8bit,
