@@ -228,6 +228,8 @@ def glass_blur_with_offsets(x: torch.Tensor, c: tuple, offsets: torch.Tensor) ->
     expected = (b, iterations, h - 2 * delta, w - 2 * delta, 2)
     if tuple(offsets.shape) != expected:
         raise ValueError(f"offsets must have shape {expected}, got {tuple(offsets.shape)}")
+    if x.device.type == "cpu" and x.dtype == torch.float32:
+        return _glass_cpu(x, c, offsets)
     # the original blurs in float64 and truncates to uint8: reproduce that arithmetic exactly
     blurred = _gaussian_nearest_scipy(_snap_to_8bit(x), sigma)
     quantised = (blurred * 255).clamp_(0, 255).floor_().to(x.dtype)
@@ -236,6 +238,36 @@ def glass_blur_with_offsets(x: torch.Tensor, c: tuple, offsets: torch.Tensor) ->
     source = _glass_sources(offsets.to(x.device), h, w, delta)
     shuffled = quantised.reshape(b, ch, h * w).gather(2, source[:, None, :].expand(b, ch, -1))
     return gaussian_filter(shuffled.reshape(b, ch, h, w) / 255, sigma, 4.0, "nearest").clamp_(0, 1)
+
+
+def _glass_cpu(x: torch.Tensor, c: tuple, offsets: torch.Tensor) -> torch.Tensor:
+    """:func:`glass_blur_with_offsets` on the CPU: every step of one image in compiled kernels, while its data
+    stays in cache, one image per CPU thread. The same arithmetic as the batched path."""
+    sigma, delta, _ = c
+    b, ch, h, w = x.shape
+    compiled = kernels()
+    half = gaussian_weights(sigma, 4.0)
+    weights64, weights32 = half.astype(np.float64), half.astype(np.float32)
+    rows = extend_index(torch.arange(-(len(half) - 1), h + len(half) - 1), h, "nearest").numpy()
+    cols = extend_index(torch.arange(-(len(half) - 1), w + len(half) - 1), w, "nearest").numpy()
+    source, moves = x.contiguous().numpy(), offsets.numpy()
+    out = torch.empty(x.shape, dtype=x.dtype)
+    target = out.numpy()
+
+    def one(i: int) -> None:
+        snapped = np.empty((ch, h, w), dtype=np.float64)
+        compiled["snap_to_8bit"](source[i].reshape(-1), snapped.reshape(-1))
+        blurred = np.empty_like(snapped)
+        compiled["symmetric_filter"](snapped, weights64, rows, cols, blurred)
+        sources = np.arange(h * w, dtype=np.int64)
+        compiled["glass_sources"](moves[i], h, w, delta, sources)
+        shuffled = np.empty((ch, h, w), dtype=np.float32)
+        compiled["glass_shuffle"](blurred.reshape(ch, -1), sources, shuffled.reshape(ch, -1))
+        compiled["symmetric_filter"](shuffled, weights32, rows, cols, target[i])
+        np.clip(target[i], 0, 1, out=target[i])
+
+    cpu_map(one, range(b))
+    return out
 
 
 def glass_blur(x: torch.Tensor, c: tuple, rng: SampleRNG) -> torch.Tensor:

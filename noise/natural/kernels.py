@@ -33,19 +33,37 @@ def kernels():
                     out[row * w + col] = out[(row + dy) * w + col + dx]
 
     @jit
+    def glass_shuffle(blurred, sources, out):  # pragma: no cover - compiled
+        """Glass blur's middle step for one image, on flat ``(C, H * W)`` planes: truncate the float64 blur to
+        8-bit levels (``np.uint8(blurred * 255)``) and move each pixel to where the copy loop puts it,
+        ``out[c, p] = level(blurred[c, sources[p]]) / 255`` in float32."""
+        for c in range(blurred.shape[0]):
+            src, dest = blurred[c], out[c]
+            for p in range(sources.size):
+                level = np.floor(min(max(src[sources[p]] * 255.0, 0.0), 255.0))
+                dest[p] = np.float32(level) / np.float32(255)
+
+    @jit
     def to_hwc_uint8(x, out, truncate, reverse):  # pragma: no cover - compiled
         """float ``(C, H, W)`` in [0, 1] -> uint8 ``(H, W, C)``: ``x * 255`` rounded half to even (as
         ``torch.round``), or truncated as ``np.uint8`` does, clipped to 0..255; channels in reverse
-        order if ``reverse`` (RGB -> BGR)."""
+        order if ``reverse`` (RGB -> BGR). Rounding multiplies in the input's precision (as torch
+        does), truncation in float64 (as the original's ``np.uint8`` of a float64 array)."""
         channels, height, width = x.shape
+        row = np.empty(width, dtype=np.uint8)
         for c in range(channels):
             d = channels - 1 - c if reverse else c
             for i in range(height):
+                src = x[c, i]
+                if truncate:
+                    for j in range(width):
+                        row[j] = np.uint8(min(max(np.floor(np.float64(src[j]) * 255.0), 0.0), 255.0))
+                else:  # a separate loop per branch vectorises
+                    for j in range(width):
+                        row[j] = np.uint8(min(max(np.rint(src[j] * np.float32(255)), np.float32(0)), np.float32(255)))
+                dest = out[i]
                 for j in range(width):
-                    # rounding multiplies in the input's precision (as torch does); truncation in float64,
-                    # as the original's np.uint8 of a float64 array
-                    v = np.floor(np.float64(x[c, i, j]) * 255.0) if truncate else np.rint(x[c, i, j] * np.float32(255))
-                    out[i, j, d] = np.uint8(min(max(v, 0.0), 255.0))
+                    dest[j, d] = row[j]
 
     @jit
     def from_hwc_uint8(levels, out, lut):  # pragma: no cover - compiled
@@ -316,6 +334,7 @@ def kernels():
 
     return {
         "glass_sources": glass_sources,
+        "glass_shuffle": glass_shuffle,
         "to_hwc_uint8": to_hwc_uint8,
         "from_hwc_uint8": from_hwc_uint8,
         "pixelate": pixelate,
