@@ -11,6 +11,7 @@ as a fraction of the bare model's inference throughput (same model, batch and ma
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import numpy as np
@@ -35,12 +36,18 @@ def photos(n: int, size: int = 224) -> np.ndarray:
     return np.stack(out)
 
 
-def best_of(repeats: int, fn) -> float:
+def best_of(repeats: int, fn, min_time: float = 0.1) -> float:
+    """Seconds per call of ``fn``: the best of ``repeats`` measurements, each of enough calls to last at
+    least ``min_time`` s (as ``timeit`` does), so that fast conditions are not timed on one short call."""
+    start = time.perf_counter()
+    fn()
+    calls = max(1, math.ceil(min_time / max(time.perf_counter() - start, 1e-9)))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - start) / calls)
     return min(times)
 
 
