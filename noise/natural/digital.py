@@ -2,7 +2,8 @@
 
 The original applies these to 8-bit PIL images, so inputs are quantised to 8 bits (``round(x * 255)``)
 first. ``pixelate`` reproduces Pillow's BOX resampling, including its 22-bit fixed-point weights and
-8-bit rounding between the horizontal and vertical passes, as a batched torch matrix product.
+8-bit rounding between the horizontal and vertical passes (a compiled kernel on the CPU, batched
+torch operations elsewhere).
 ``jpeg_compression`` must use a real JPEG codec (libjpeg's quantisation tables and 4:2:0 chroma), so it
 runs libjpeg-turbo (through OpenCV, pixel-identical to Pillow's) on the CPU, image by image, and moves the
 result back to the input's device.
