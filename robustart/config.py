@@ -42,6 +42,9 @@ class DataConfig:
     train_split: str = "train"
     #: DataLoader workers for decoding.
     num_workers: int = 0
+    #: ``imagenet_o`` only: the ImageNet val folder; its images of ImageNet-O's 200 classes are the
+    #: in-distribution set.
+    in_root: str | None = None
 
 
 @dataclass

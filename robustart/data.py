@@ -4,6 +4,11 @@
   path, or downloaded from the official source with md5 checks.
 - ``imagenet``: a val folder in the standard layout (``<wnid>/<image>``), labelled by the ImageNet-1k
   class index, with the model's own preprocessing.
+- natural distribution shifts, with the model's own preprocessing: ``imagenet_a``, ``imagenet_r``
+  (``<wnid>/`` folders of 200 classes, labelled by their position among the 200), ``imagenet_o`` (its
+  200 folders as the out-of-distribution set, plus ImageNet val restricted to the same 200 classes),
+  ``imagenet_sketch`` (``<wnid>/`` folders, 1000 classes) and ``imagenetv2`` (folders named by class
+  index ``0..999``).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import json
 import logging
 import shutil
 import urllib.request
@@ -50,6 +56,9 @@ class DatasetInfo:
     num_classes: int
     in_chans: int
     notes: list[str] = field(default_factory=list)
+    #: for sets labelled in a subset of ImageNet-1k (ImageNet-A, -O, -R): the 1k output columns kept, in
+    #: label order; ``num_classes`` is then the model's (1000) and labels index this list
+    class_mask: list[int] | None = None
 
 
 class TensorDataset(Dataset):
@@ -234,6 +243,133 @@ def load_imagenet_folder(root: str | None, split: str, transform) -> tuple[Image
     files, labels = _wnid_images(folder)
     info = DatasetInfo("imagenet", split, str(folder), len(files), 1000, 3)
     return ImageFolderDataset(files, labels, transform), info
+
+
+# ------------------------------------------------------------------------------------------------ distribution shifts
+
+#: sets whose labels are 200 of the ImageNet-1k classes (the model's outputs are restricted to them)
+MASKED_SETS = ("imagenet_a", "imagenet_o", "imagenet_r")
+
+
+@functools.lru_cache(maxsize=1)
+def _shift_classes() -> dict[str, list[str]]:
+    from importlib import resources
+
+    text = (resources.files("robustart") / "classes" / "imagenet_200.json").read_text()
+    return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
+
+
+def shift_wnids(name: str) -> list[str]:
+    """The 200 wnids (sorted) of ``imagenet_a``, ``imagenet_o`` or ``imagenet_r``: label ``i`` is wnid ``i``."""
+    classes = _shift_classes()
+    if name not in classes:
+        raise ValueError(f"no 200-class list for {name!r}; known: {', '.join(sorted(classes))}")
+    return classes[name]
+
+
+def class_mask(name: str) -> list[int]:
+    """The ImageNet-1k output columns of the 200 classes of ``name``, in label order."""
+    index = imagenet_wnid_index()
+    return [index[w] for w in shift_wnids(name)]
+
+
+def _subset_images(
+    folder: Path, wnids: list[str], what: str, require_all: bool = False
+) -> tuple[list[Path], list[int]]:
+    """Images under ``folder/<wnid>/`` for wnids of ``wnids``, labelled by their position in it.
+
+    A class folder outside ``wnids`` is an error (it would be scored against the wrong classes); so is
+    a missing one when ``require_all``.
+    """
+    position = {w: i for i, w in enumerate(wnids)}
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir())
+    if not subdirs:
+        raise FileNotFoundError(f"{folder} has no class folders; expected the layout <wnid>/<image>")
+    outside = [p.name for p in subdirs if p.name not in position]
+    if outside:
+        raise ValueError(
+            f"{folder} has {len(outside)} class folder(s) outside the 200 classes of {what} (e.g. {outside[:3]}); "
+            f"point data.root at the {what} folder itself"
+        )
+    if require_all and len(subdirs) != len(wnids):
+        raise ValueError(f"{folder} has {len(subdirs)} of the 200 class folders of {what}")
+    files = [f for d in subdirs for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+    if not files:
+        raise FileNotFoundError(f"{folder} has class folders but no images ({sorted(IMAGE_SUFFIXES)})")
+    return files, [position[f.parent.name] for f in files]
+
+
+_LAYOUTS = {
+    "imagenet_a": "imagenet-a/<wnid>/*.jpg (200 classes)",
+    "imagenet_o": "imagenet-o/<wnid>/*.jpg (200 classes)",
+    "imagenet_r": "imagenet-r/<wnid>/*.jpg (200 classes)",
+    "imagenet_sketch": "sketch/<wnid>/*.JPEG (1000 classes)",
+    "imagenetv2": "<class index 0..999>/*.jpeg",
+}
+
+
+def load_shift_folder(name: str, root: str | None, transform, in_root: str | None = None):
+    """A natural-distribution-shift set, labelled in the model's class space.
+
+    Args:
+        name: ``imagenet_a``, ``imagenet_r``, ``imagenet_o``, ``imagenet_sketch`` or ``imagenetv2``.
+        root: the set's folder (layouts in :data:`_LAYOUTS`).
+        transform: PIL image -> tensor (the model's evaluation preprocessing).
+        in_root: for ``imagenet_o`` only: the ImageNet val folder, whose images of the same 200 classes are
+            the in-distribution set.
+
+    Returns:
+        ``(dataset, info)``; for ``imagenet_o`` the dataset is ``{"in_distribution": ..., "imagenet_o": ...}``.
+    """
+    folder = _data_root(root, f"data={name} needs its folder: set data.root=/path/to/{_LAYOUTS[name]}")
+    if name == "imagenetv2":
+        subdirs = [p for p in folder.iterdir() if p.is_dir()]
+        bad = [p.name for p in subdirs if not (p.name.isdigit() and 0 <= int(p.name) < 1000)]
+        if not subdirs or bad:
+            raise ValueError(
+                f"data.root={root}: ImageNetV2 folders are class indices 0..999, found {bad[:3] or 'none'}"
+            )
+        subdirs.sort(key=lambda p: int(p.name))  # numerically: "10" after "9", as the class indices
+        files = [f for d in subdirs for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+        if not files:
+            raise FileNotFoundError(f"{folder} has class folders but no images")
+        labels = [int(f.parent.name) for f in files]
+        dataset, info = (
+            ImageFolderDataset(files, labels, transform),
+            DatasetInfo(name, "test", str(folder), len(files), 1000, 3),
+        )
+        return dataset, info
+    if name == "imagenet_sketch":
+        files, labels = _wnid_images(folder)
+        return ImageFolderDataset(files, labels, transform), DatasetInfo(name, "test", str(folder), len(files), 1000, 3)
+    if name not in MASKED_SETS:
+        raise ValueError(f"unknown shift set {name!r}; valid names: {', '.join(_LAYOUTS)}")
+    wnids, mask = shift_wnids(name), class_mask(name)
+    files, labels = _subset_images(folder, wnids, name)
+    dataset = ImageFolderDataset(files, labels, transform)
+    info = DatasetInfo(name, "test", str(folder), len(files), 1000, 3, class_mask=mask)
+    info.notes.append(f"{name}: outputs restricted to its 200 ImageNet classes")
+    if name != "imagenet_o":
+        return dataset, info
+    val = _data_root(
+        in_root,
+        "data=imagenet_o also needs the in-distribution set: set data.in_root=/path/to/imagenet/val (its images "
+        "of the 200 ImageNet-O classes are used)",
+    )
+    present = [w for w in wnids if (val / w).is_dir()]
+    if not present:
+        raise FileNotFoundError(f"data.in_root={in_root} has none of the 200 ImageNet-O class folders")
+    in_files = [f for w in present for f in sorted((val / w).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not in_files:
+        raise FileNotFoundError(f"data.in_root={in_root} has no images in the ImageNet-O class folders")
+    position = {w: i for i, w in enumerate(wnids)}
+    in_set = ImageFolderDataset(in_files, [position[f.parent.name] for f in in_files], transform)
+    info.num_samples = len(files) + len(in_files)
+    info.notes.append(
+        f"imagenet_o: {len(files)} out-of-distribution images; in-distribution: {len(in_files)} ImageNet images "
+        f"of {len(present)} of its classes from {val}"
+    )
+    return {"in_distribution": in_set, "imagenet_o": dataset}, info
 
 
 def released_transform(input_size: tuple[int, int, int]):

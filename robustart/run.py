@@ -27,7 +27,7 @@ log = logging.getLogger("robustart")
 # What affects results, and so the run identity. Paths, logging, workers and device do not.
 _IDENTITY_KEYS = {
     "model": None,
-    "data": ("name", "root", "split", "train_split"),
+    "data": ("name", "root", "in_root", "split", "train_split"),
     "noise": None,
     "training": None,
     "evaluation": ("batch_size", "max_samples"),
@@ -59,9 +59,9 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
         if fields is not None and value is not None:
             value = {f: value.get(f) for f in fields}
         ident[key] = value
-    root = ident["data"].get("root")
-    if root:
-        ident["data"]["root"] = str(Path(root).expanduser().resolve())
+    for key in ("root", "in_root"):
+        if ident["data"].get(key):
+            ident["data"][key] = str(Path(ident["data"][key]).expanduser().resolve())
     # every option with its default spelled out, so a changed default makes a new run
     ident["noise"] = {"name": cfg.noise.name, "options": noise_options(cfg.noise)}
     return ident
@@ -161,10 +161,17 @@ def prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
         raise UserError(str(err)) from None
 
 
+SHIFT_SETS = ("imagenet_a", "imagenet_o", "imagenet_r", "imagenet_sketch", "imagenetv2")
+DATA_NAMES = ("fashion_mnist", "imagenet", "imagenet_c", *SHIFT_SETS)
+
+
 def _load_data(cfg: DictConfig, cache_dir: Path):
-    """``(eval_data, info, train_data)``: the evaluation set (one dataset, or one per condition for the
-    released ImageNet-C files), its description, and the training set when ``training`` is set."""
+    """``(eval_data, info, train_data)``: the evaluation set (one dataset, or ``{Condition: dataset}`` for
+    sets that carry their noise: the released ImageNet-C files, ImageNet-O with its in-distribution
+    images), its description, and the training set when ``training`` is set."""
     import model_zoo
+    from evaluation.shift import OOD
+    from noise import Condition
     from robustart import data as datasets
 
     ev, train_data = cfg.evaluation, None
@@ -172,7 +179,7 @@ def _load_data(cfg: DictConfig, cache_dir: Path):
         eval_data, info = datasets.load_fashion_mnist(cfg.data.root, cache_dir, cfg.data.split)
         if cfg.training is not None:
             train_data, _ = datasets.load_fashion_mnist(cfg.data.root, cache_dir, cfg.data.train_split)
-    elif cfg.data.name in ("imagenet", "imagenet_c"):
+    elif cfg.data.name in ("imagenet", "imagenet_c", *SHIFT_SETS):
         if cfg.training is not None:
             raise UserError(
                 f"training on data={cfg.data.name} is not supported yet; drop training= or use fashion_mnist"
@@ -183,17 +190,28 @@ def _load_data(cfg: DictConfig, cache_dir: Path):
         if cfg.data.name == "imagenet":
             transform = datasets.eval_transform(meta.input_size, meta.crop_pct, meta.interpolation)
             eval_data, info = datasets.load_imagenet_folder(cfg.data.root, cfg.data.split, transform)
+        elif cfg.data.name in SHIFT_SETS:
+            if cfg.data.name == "imagenet_o" and cfg.noise.name != "clean":
+                raise UserError(
+                    "data=imagenet_o measures out-of-distribution detection on clean images: use noise=clean"
+                )
+            transform = datasets.eval_transform(meta.input_size, meta.crop_pct, meta.interpolation)
+            eval_data, info = datasets.load_shift_folder(cfg.data.name, cfg.data.root, transform, cfg.data.in_root)
+            if isinstance(eval_data, dict):
+                eval_data = {Condition("clean", "clean"): eval_data["in_distribution"],
+                             Condition(OOD, OOD): eval_data["imagenet_o"]}  # fmt: skip
         else:
             if cfg.noise.name != "imagenet_c":
                 raise UserError("data=imagenet_c holds the corrupted images already: use it with noise=imagenet_c "
                                 "(noise.corruptions and noise.severities choose the folders to read)")  # fmt: skip
             options = noise_options(cfg.noise)["imagenet_c"]
             transform = datasets.released_transform(meta.input_size)
-            eval_data, info = datasets.load_imagenet_c_folder(
+            released, info = datasets.load_imagenet_c_folder(
                 cfg.data.root, options["corruptions"], options["severities"], transform
             )
+            eval_data = {Condition(cfg.noise.name, c, severity=s): d for (c, s), d in released.items()}
     else:
-        raise UserError(f"unknown data {cfg.data.name!r}; valid names: fashion_mnist, imagenet, imagenet_c")
+        raise UserError(f"unknown data {cfg.data.name!r}; valid names: {', '.join(DATA_NAMES)}")
     if ev.max_samples is not None:
         if isinstance(eval_data, dict):  # released conditions: the first N images of each
             eval_data = {k: d.subset(ev.max_samples) for k, d in eval_data.items()}
@@ -242,6 +260,11 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
             model = model_zoo.create_model(model_name, weights="random", **overrides)
     else:
         model = model_zoo.create_model(model_name, weights=cfg.model.weights, sha256=cfg.model.sha256, **overrides)
+    if info.class_mask is not None and model.metadata.num_classes != data_classes:
+        raise UserError(
+            f"data={cfg.data.name} restricts the outputs of an ImageNet-1k model to its {len(info.class_mask)} "
+            f"classes, but model {model_name} has {model.metadata.num_classes} outputs; use a 1000-class ImageNet model"
+        )
     if model.metadata.num_classes != data_classes:
         raise UserError(
             f"model {model_name} has {model.metadata.num_classes} classes but data {cfg.data.name} has {data_classes}; "
@@ -289,7 +312,7 @@ def execute(plan: Plan, t_start: float) -> RunResult:
     import pandas as pd
 
     from evaluation import evaluate, evaluate_datasets, summarize
-    from noise import Condition
+    from evaluation.shift import OOD, MaskedOutputs, shift_rows
     from robustart import data as datasets
     from robustart.environment import device_description, git_commit, library_versions
     from robustart.summary import format_summary
@@ -308,25 +331,24 @@ def execute(plan: Plan, t_start: float) -> RunResult:
         log.warning(msg)
 
     counter = datasets.SkipCounter()
+    model = plan.model if plan.data_info.class_mask is None else MaskedOutputs(plan.model, plan.data_info.class_mask)
     t = time.monotonic()
-    if isinstance(plan.eval_data, dict):  # released corruptions: one dataset per condition, no clean pass
+    if isinstance(plan.eval_data, dict):  # data that carries its conditions: one dataset each, no clean pass
         by_condition = {
-            Condition(cfg.noise.name, c, severity=s): datasets.iterate(
-                d, cfg.evaluation.batch_size, cfg.data.num_workers, counter
-            )
-            for (c, s), d in plan.eval_data.items()
+            cond: datasets.iterate(d, cfg.evaluation.batch_size, cfg.data.num_workers, counter)
+            for cond, d in plan.eval_data.items()
         }
         conditions = list(by_condition)
         total = sum(len(d) for d in plan.eval_data.values())
         log.info("evaluating %s on released %s: %d conditions, %d images on %s", meta.name, cfg.data.name,
                  len(conditions), total, plan.device)  # fmt: skip
-        predictions = evaluate_datasets(plan.model, by_condition, device=plan.device, total=total, progress=log.info)
+        predictions = evaluate_datasets(model, by_condition, device=plan.device, total=total, progress=log.info)
     else:
         batches = datasets.iterate(plan.eval_data, cfg.evaluation.batch_size, cfg.data.num_workers, counter)
         conditions = plan.noise.conditions()
         log.info("evaluating %s on %s/%s (%d samples) x %d noise conditions + clean on %s", meta.name,
                  cfg.data.name, cfg.data.split, plan.data_info.num_samples, len(conditions), plan.device)  # fmt: skip
-        predictions = evaluate(plan.model, batches, plan.noise, device=plan.device,
+        predictions = evaluate(model, batches, plan.noise, device=plan.device,
                                total=plan.data_info.num_samples, progress=log.info)  # fmt: skip
     timings["eval_s"] = time.monotonic() - t
     if counter.skipped:
@@ -338,7 +360,9 @@ def execute(plan: Plan, t_start: float) -> RunResult:
     predictions = predictions.assign(**run_cols)
     # AlexNet's published ImageNet-C errors normalise CE only for ImageNet-scale data
     baseline = "alexnet" if cfg.data.name in ("imagenet", "imagenet_c") else None
-    metrics = summarize(predictions, corruption_baseline=baseline).assign(
+    # ImageNet-O's own images have no accuracy to speak of: they enter only its detection rows
+    summary = summarize(predictions[predictions["noise"] != OOD], corruption_baseline=baseline)
+    metrics = pd.concat([summary, shift_rows(predictions, cfg.data.name)], ignore_index=True).assign(
         **run_cols, family=meta.family, params=meta.params, data=cfg.data.name
     )
     timings["total_s"] = time.monotonic() - t_start

@@ -1,0 +1,62 @@
+"""Metric rows of the natural-distribution-shift sets, from the per-sample predictions.
+
+- ``imagenet_a``: besides top-1, ``calib_rms`` (RMS calibration error, Hendrycks's binning) and ``aurra``
+  (area under the response-rate accuracy curve) per condition.
+- ``imagenet_o``: ``aupr``, ``auroc`` and ``fpr95`` of telling ImageNet-O (the positive class) from the
+  in-distribution images, with the anomaly score ``-confidence`` (negative maximum softmax probability
+  over the 200 classes).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+from torch import nn
+
+from evaluation import metrics
+
+#: the ``noise`` and ``condition`` of ImageNet-O's out-of-distribution rows
+OOD = "imagenet_o"
+
+
+class MaskedOutputs(nn.Module):
+    """A model whose outputs are restricted to some of its classes (``logits[:, mask]``), so that labels,
+    softmax confidences and attacks all live in the subset, as the sets' original evaluations do."""
+
+    def __init__(self, model: nn.Module, mask: list[int]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mask", torch.as_tensor(mask, dtype=torch.long), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).index_select(1, self.mask)
+
+
+def _row(noise, condition, severity, eps, metric: str, value: float, n: int) -> dict:
+    return dict(noise=noise, condition=condition, severity=severity, eps=eps, metric=metric, value=float(value),
+                n=int(n), ci_low=math.nan, ci_high=math.nan)  # fmt: skip
+
+
+def shift_rows(predictions: pd.DataFrame, data: str) -> pd.DataFrame:
+    """The extra metric rows of data set ``data`` (none for sets without any), as :func:`metrics.summarize`'s."""
+    rows = []
+    keys = ["noise", "condition", "severity", "eps"]
+    if data == "imagenet_a":
+        for key, group in predictions.groupby(keys, dropna=False, sort=False):
+            key = tuple(None if pd.isna(v) else v for v in key)
+            confidence, correct = group["confidence"].to_numpy(), group["correct"].to_numpy(bool)
+            rows.append(_row(*key, "calib_rms", metrics.calibration_rms(confidence, correct), len(group)))
+            rows.append(_row(*key, "aurra", metrics.aurra(confidence, correct), len(group)))
+    elif data == "imagenet_o":
+        inside = predictions[predictions["noise"] == "clean"]["confidence"].to_numpy()
+        outside = predictions[predictions["noise"] == OOD]["confidence"].to_numpy()
+        if len(inside) and len(outside):
+            n = len(inside) + len(outside)
+            key = (OOD, OOD, None, None)
+            rows.append(_row(*key, "aupr", metrics.aupr(-inside, -outside), n))
+            rows.append(_row(*key, "auroc", metrics.auroc(-inside, -outside), n))
+            rows.append(_row(*key, "fpr95", metrics.fpr_at_95_tpr(-inside, -outside), n))
+    columns = [*keys, "metric", "value", "n", "ci_low", "ci_high"]
+    return pd.DataFrame(rows, columns=columns)
