@@ -2,9 +2,11 @@
 
 - ``imagenet_a``: besides top-1, ``calib_rms`` (RMS calibration error, Hendrycks's binning) and ``aurra``
   (area under the response-rate accuracy curve) per condition.
-- ``imagenet_o``: ``aupr``, ``auroc`` and ``fpr95`` of telling ImageNet-O (the positive class) from the
-  in-distribution images, with the anomaly score ``-confidence`` (negative maximum softmax probability
-  over the 200 classes).
+- out-of-distribution detection (``imagenet_o``; ``fashion_mnist_ood`` at small scale): ``aupr``,
+  ``auroc`` and ``fpr95`` of telling the out-of-distribution images (the positive class; rows with
+  ``noise == "ood"``, the condition naming the set) from the in-distribution ones (the clean rows), with
+  the anomaly score ``-confidence`` (negative maximum softmax probability, over the 200 classes for
+  ImageNet-O).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from torch import nn
 
 from evaluation import metrics
 
-#: the ``noise`` and ``condition`` of ImageNet-O's out-of-distribution rows
-OOD = "imagenet_o"
+#: the ``noise`` of out-of-distribution rows (their ``condition`` names the set)
+OOD = "ood"
 
 
 class MaskedOutputs(nn.Module):
@@ -49,14 +51,14 @@ def shift_rows(predictions: pd.DataFrame, data: str) -> pd.DataFrame:
             confidence, correct = group["confidence"].to_numpy(), group["correct"].to_numpy(bool)
             rows.append(_row(*key, "calib_rms", metrics.calibration_rms(confidence, correct), len(group)))
             rows.append(_row(*key, "aurra", metrics.aurra(confidence, correct), len(group)))
-    elif data == "imagenet_o":
-        inside = predictions[predictions["noise"] == "clean"]["confidence"].to_numpy()
-        outside = predictions[predictions["noise"] == OOD]["confidence"].to_numpy()
-        if len(inside) and len(outside):
-            n = len(inside) + len(outside)
-            key = (OOD, OOD, None, None)
-            rows.append(_row(*key, "aupr", metrics.aupr(-inside, -outside), n))
-            rows.append(_row(*key, "auroc", metrics.auroc(-inside, -outside), n))
-            rows.append(_row(*key, "fpr95", metrics.fpr_at_95_tpr(-inside, -outside), n))
+    inside = predictions[predictions["noise"] == "clean"]["confidence"].to_numpy()
+    for name, group in predictions[predictions["noise"] == OOD].groupby("condition", sort=False):
+        if not len(inside):
+            continue
+        outside = group["confidence"].to_numpy()
+        n, key = len(inside) + len(outside), (OOD, name, None, None)
+        rows.append(_row(*key, "aupr", metrics.aupr(-inside, -outside), n))
+        rows.append(_row(*key, "auroc", metrics.auroc(-inside, -outside), n))
+        rows.append(_row(*key, "fpr95", metrics.fpr_at_95_tpr(-inside, -outside), n))
     columns = [*keys, "metric", "value", "n", "ci_low", "ci_high"]
     return pd.DataFrame(rows, columns=columns)

@@ -68,6 +68,22 @@ class CorruptionNoiseConfig:
 
 
 @dataclass
+class PerturbationNoiseConfig:
+    """ImageNet-P sequences: generated on the fly from clean images, or read with ``data=imagenet_p``."""
+
+    name: str = "imagenet_p"
+    #: perturbation names; ``null`` means the 10 test perturbations
+    perturbations: list[str] | None = None
+    #: noise perturbations: strength 1..3; the others: step between compared frames
+    difficulties: list[int] = field(default_factory=lambda: [1])
+    seed: int = 0
+    #: frames of every sequence in a batch per forward pass (memory is bounded by batch x chunk)
+    chunk: int = 8
+    #: a finished run (folder, or run id in the results folder) whose fp / t5d normalise nmfp and mt5d
+    baseline_run: str | None = None
+
+
+@dataclass
 class PgdNoiseConfig:
     """Projected gradient descent; ``eps`` written as users write them (``"4/255"``)."""
 
@@ -99,6 +115,7 @@ class SuiteNoiseConfig:
 NOISE_SCHEMAS: dict[str, type] = {
     "clean": CleanNoiseConfig,
     "imagenet_c": CorruptionNoiseConfig,
+    "imagenet_p": PerturbationNoiseConfig,
     "pgd_linf": PgdNoiseConfig,
     "fgsm": FgsmNoiseConfig,
 }
@@ -168,6 +185,7 @@ def register_configs() -> None:
     cs.store(name="robustart_schema", node=Config)
     cs.store(name="noise_schema_clean", node=CleanNoiseConfig)
     cs.store(name="noise_schema_corruption", node=CorruptionNoiseConfig)
+    cs.store(name="noise_schema_perturbation", node=PerturbationNoiseConfig)
     cs.store(name="noise_schema_pgd", node=PgdNoiseConfig)
     cs.store(name="noise_schema_fgsm", node=FgsmNoiseConfig)
     cs.store(name="noise_schema_suite", node=SuiteNoiseConfig)

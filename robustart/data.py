@@ -245,6 +245,33 @@ def load_imagenet_folder(root: str | None, split: str, transform) -> tuple[Image
     return ImageFolderDataset(files, labels, transform), info
 
 
+# ------------------------------------------------------------------------------------------------ small-scale OOD
+
+#: scikit-image's photographs (bundled with the package, so available offline) cut into the out-of-distribution
+#: set of ``fashion_mnist_ood``: natural scenes, faces, animals, textures and text, none of them clothing
+PATCH_PHOTOS = ("astronaut", "brick", "camera", "cat", "chelsea", "clock", "coffee", "coins", "grass", "gravel",
+                "hubble_deep_field", "moon", "page", "rocket", "text")  # fmt: skip
+
+
+def photo_patches(n: int, size: int = 28, seed: int = 0) -> TensorDataset:
+    """``n`` grey ``size`` px patches of scikit-image's photographs: squares of 48..160 px at random places
+    (fixed by ``seed``), converted to grey (ITU-R 601 luma, as Pillow's ``L``) and shrunk with area
+    averaging. Labels are 0; only the model's confidence on them is used."""
+    from PIL import Image
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    photos = [Image.fromarray(getattr(data, name)()).convert("L") for name in PATCH_PHOTOS]
+    patches = np.empty((n, 1, size, size), dtype=np.uint8)
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        side = int(rng.integers(48, min(161, *photo.size)))
+        left, top = (int(rng.integers(0, extent - side + 1)) for extent in photo.size)
+        patch = photo.crop((left, top, left + side, top + side)).resize((size, size), Image.BOX)
+        patches[i, 0] = np.asarray(patch)
+    return TensorDataset(torch.from_numpy(patches), torch.zeros(n, dtype=torch.long))
+
+
 # ------------------------------------------------------------------------------------------------ distribution shifts
 
 #: sets whose labels are 200 of the ImageNet-1k classes (the model's outputs are restricted to them)
@@ -422,6 +449,112 @@ def load_imagenet_c_folder(
     n = len(ids)
     info = DatasetInfo("imagenet_c", "released", str(folder), n, 1000, 3)
     info.notes.append(f"released ImageNet-C: {len(datasets)} corruption x severity folders, {n} distinct images")
+    return datasets, info
+
+
+# ------------------------------------------------------------------------------------------------ ImageNet-P videos
+
+
+class VideoError(ValueError):
+    """A video that cannot be read, or whose frame count does not fit its perturbation."""
+
+
+class VideoFolderDataset(Dataset):
+    """Videos (``.mp4``) as ``(frames (T, C, H, W) float in [0, 1], label, sample_id)`` items.
+
+    Decoded with OpenCV's FFmpeg reader (one ``VideoCapture`` per file, in the loader's workers; BGR to
+    RGB), as the original ImageNet-P evaluation does. Frames are centre-cropped to ``size`` when larger
+    (the released videos are 224 px: no resizing, as in the original).
+    """
+
+    def __init__(self, files: list[Path], labels: list[int], frames: int, size: int, sample_ids: list[int]) -> None:
+        self.files, self.labels, self.frames, self.size, self.sample_ids = files, labels, frames, size, sample_ids
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        import cv2
+
+        capture = cv2.VideoCapture(str(self.files[i]))
+        frames = []
+        try:
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                frames.append(frame[..., ::-1])
+        finally:
+            capture.release()
+        if len(frames) != self.frames:
+            raise VideoError(f"video {self.files[i]} has {len(frames)} frames; its perturbation has {self.frames}")
+        video = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255)
+        h, w = video.shape[-2:]
+        if min(h, w) < self.size:
+            raise VideoError(f"video {self.files[i]} is {h} x {w} px, smaller than the model's {self.size} px")
+        top, left = (h - self.size) // 2, (w - self.size) // 2
+        video = video[..., top : top + self.size, left : left + self.size].contiguous()
+        return video, torch.tensor(self.labels[i]), torch.tensor(self.sample_ids[i])
+
+    def subset(self, n: int) -> VideoFolderDataset:
+        return VideoFolderDataset(self.files[:n], self.labels[:n], self.frames, self.size, self.sample_ids[:n])
+
+
+def load_imagenet_p_folder(
+    root: str | None, perturbations: list[str], difficulties: list[int], size: int
+) -> tuple[dict[tuple[str, int], VideoFolderDataset], DatasetInfo]:
+    """The released ImageNet-P layout ``<root>/<perturbation>[_2|_3]/<wnid>/<name>.mp4``.
+
+    The noise perturbations have one folder per difficulty (``gaussian_noise``, ``gaussian_noise_2``, ...);
+    the others one folder, compared with step ``difficulty``. A video keeps its sample id (its rank among
+    all ``<wnid>/<name>`` paths) in every folder.
+
+    Returns:
+        ``{(perturbation, difficulty): dataset}`` and the data description.
+    """
+    from noise.natural.perturbations import NOISE_PERTURBATIONS, num_frames
+
+    folder = _data_root(
+        root, "data=imagenet_p needs the released ImageNet-P folder: set data.root=/path/to/ImageNet-P "
+        "(layout <perturbation>[_2|_3]/<wnid>/<name>.mp4)",
+    )  # fmt: skip
+    wanted = {
+        (p, d): folder / (p if p not in NOISE_PERTURBATIONS or d == 1 else f"{p}_{d}")
+        for p in perturbations
+        for d in difficulties
+    }
+    missing = sorted({path.name for path in wanted.values() if not path.is_dir()})
+    if missing:
+        present = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        raise FileNotFoundError(
+            f"data.root={root} lacks the folder(s) {missing[:4]}; present: {present}. "
+            "Choose with noise.perturbations=[...] noise.difficulties=[...]"
+        )
+    index = imagenet_wnid_index()
+    listings = {}
+    for key, path in wanted.items():
+        subdirs = sorted(p for p in path.iterdir() if p.is_dir())
+        unknown = [p.name for p in subdirs if p.name not in index]
+        if unknown:
+            raise ValueError(f"{path} has folders that are not ImageNet-1k wnids (e.g. {unknown[:3]})")
+        files = [f for d in subdirs for f in sorted(d.glob("*.mp4"))]
+        if not files:
+            raise FileNotFoundError(f"{path} has no <wnid>/*.mp4 videos")
+        listings[key] = files
+    names = sorted({f"{f.parent.name}/{f.name}" for files in listings.values() for f in files})
+    ids = {name: i for i, name in enumerate(names)}
+    datasets = {
+        (p, d): VideoFolderDataset(
+            files,
+            [index[f.parent.name] for f in files],
+            num_frames(p),
+            size,
+            [ids[f"{f.parent.name}/{f.name}"] for f in files],
+        )
+        for (p, d), files in listings.items()
+    }
+    info = DatasetInfo("imagenet_p", "released", str(folder), len(ids), 1000, 3)
+    info.notes.append(f"released ImageNet-P: {len(datasets)} perturbation x difficulty folders, {len(ids)} videos")
     return datasets, info
 
 

@@ -93,6 +93,7 @@ class Plan:
     checkpoint: dict | None = None  # card of the checkpoint used (existing or to be trained)
     checkpoint_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
+    baseline: Any = None  # metrics of the run that normalises sequence metrics (nmfp, mt5d)
 
 
 def _resolve_device(name: str):
@@ -162,7 +163,7 @@ def prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
 
 
 SHIFT_SETS = ("imagenet_a", "imagenet_o", "imagenet_r", "imagenet_sketch", "imagenetv2")
-DATA_NAMES = ("fashion_mnist", "imagenet", "imagenet_c", *SHIFT_SETS)
+DATA_NAMES = ("fashion_mnist", "fashion_mnist_ood", "imagenet", "imagenet_c", "imagenet_p", *SHIFT_SETS)
 
 
 def _load_data(cfg: DictConfig, cache_dir: Path):
@@ -175,11 +176,20 @@ def _load_data(cfg: DictConfig, cache_dir: Path):
     from robustart import data as datasets
 
     ev, train_data = cfg.evaluation, None
-    if cfg.data.name == "fashion_mnist":
+    if cfg.data.name in ("fashion_mnist", "fashion_mnist_ood"):
         eval_data, info = datasets.load_fashion_mnist(cfg.data.root, cache_dir, cfg.data.split)
         if cfg.training is not None:
             train_data, _ = datasets.load_fashion_mnist(cfg.data.root, cache_dir, cfg.data.train_split)
-    elif cfg.data.name in ("imagenet", "imagenet_c", *SHIFT_SETS):
+        if cfg.data.name == "fashion_mnist_ood":  # the small-scale out-of-distribution pair
+            if cfg.noise.name != "clean":
+                raise UserError("data=fashion_mnist_ood measures out-of-distribution detection: use noise=clean")
+            patches = datasets.photo_patches(len(eval_data), seed=cfg.seed)
+            eval_data = {Condition("clean", "clean"): eval_data, Condition(OOD, "photo_patches"): patches}
+            info.name = "fashion_mnist_ood"
+            info.notes.append(
+                f"out-of-distribution set: {len(patches)} grey 28 px patches of scikit-image's photographs"
+            )
+    elif cfg.data.name in ("imagenet", "imagenet_c", "imagenet_p", *SHIFT_SETS):
         if cfg.training is not None:
             raise UserError(
                 f"training on data={cfg.data.name} is not supported yet; drop training= or use fashion_mnist"
@@ -199,7 +209,18 @@ def _load_data(cfg: DictConfig, cache_dir: Path):
             eval_data, info = datasets.load_shift_folder(cfg.data.name, cfg.data.root, transform, cfg.data.in_root)
             if isinstance(eval_data, dict):
                 eval_data = {Condition("clean", "clean"): eval_data["in_distribution"],
-                             Condition(OOD, OOD): eval_data["imagenet_o"]}  # fmt: skip
+                             Condition(OOD, "imagenet_o"): eval_data["imagenet_o"]}  # fmt: skip
+        elif cfg.data.name == "imagenet_p":
+            if cfg.noise.name != "imagenet_p":
+                raise UserError("data=imagenet_p holds perturbation videos: use it with noise=imagenet_p "
+                                "(noise.perturbations and noise.difficulties choose the folders to read)")  # fmt: skip
+            from noise.natural.perturbations import P_TEST
+
+            options = noise_options(cfg.noise)["imagenet_p"]
+            released, info = datasets.load_imagenet_p_folder(
+                cfg.data.root, options["perturbations"] or list(P_TEST), options["difficulties"], meta.input_size[-1]
+            )
+            eval_data = {Condition(cfg.noise.name, p, severity=d): v for (p, d), v in released.items()}
         else:
             if cfg.noise.name != "imagenet_c":
                 raise UserError("data=imagenet_c holds the corrupted images already: use it with noise=imagenet_c "
@@ -236,6 +257,9 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
     device = _resolve_device(ev.device)
     _check_logger(cfg)
     noise = build_noise(cfg.noise)
+    if "members" in cfg.noise and "imagenet_p" in noise_options(cfg.noise):
+        raise UserError("noise=imagenet_p scores frame sequences and cannot be a member of a suite; run it alone")
+    baseline = _baseline_metrics(cfg, noise.baseline_run) if getattr(noise, "baseline_run", None) else None
     cache_dir = Path(os.path.expanduser(cfg.paths.cache_dir))
     model_name = cfg.model.name
     model_zoo.registry.get_entry(model_name)  # unknown names fail here with the list of valid ones
@@ -275,7 +299,28 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
             f"model {model_name} takes {model.metadata.in_chans} channels but data {cfg.data.name} has {data_chans}; "
             f"set model.in_chans={data_chans}"
         )
-    return Plan(cfg, run_id, run_dir, device, noise, eval_data, info, model, train_data, checkpoint, checkpoint_dir)
+    plan = Plan(cfg, run_id, run_dir, device, noise, eval_data, info, model, train_data, checkpoint, checkpoint_dir)
+    plan.baseline = baseline
+    return plan
+
+
+def _baseline_metrics(cfg: DictConfig, name: str):
+    """The metrics table of the finished run ``name`` (a run folder, or a run id in the results folder)."""
+    import pandas as pd
+
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        results = Path(os.path.expanduser(cfg.paths.results_dir))
+        matches = sorted(results.glob(f"*-{name}")) if results.is_dir() else []
+        if len(matches) != 1:
+            raise UserError(f"noise.baseline_run={name}: no run folder or run id of that name in {results}")
+        folder = matches[0]
+    if not store.is_done(folder):
+        raise UserError(f"noise.baseline_run={name}: {folder} is not a finished run (no 'done' file)")
+    metrics = pd.read_parquet(folder / store.METRICS_FILE)
+    if not {"fp", "t5d"} <= set(metrics["metric"]):
+        raise UserError(f"noise.baseline_run={name}: {folder} has no fp/t5d rows (not an imagenet_p run)")
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------------- execute
@@ -312,6 +357,7 @@ def execute(plan: Plan, t_start: float) -> RunResult:
     import pandas as pd
 
     from evaluation import evaluate, evaluate_datasets, summarize
+    from evaluation.sequences import sequence_rows
     from evaluation.shift import OOD, MaskedOutputs, shift_rows
     from robustart import data as datasets
     from robustart.environment import device_description, git_commit, library_versions
@@ -333,14 +379,17 @@ def execute(plan: Plan, t_start: float) -> RunResult:
     counter = datasets.SkipCounter()
     model = plan.model if plan.data_info.class_mask is None else MaskedOutputs(plan.model, plan.data_info.class_mask)
     t = time.monotonic()
-    if isinstance(plan.eval_data, dict):  # data that carries its conditions: one dataset each, no clean pass
+    frames = None
+    if getattr(plan.noise, "sequences", False):
+        predictions, frames, conditions = _evaluate_sequences(plan, model, counter)
+    elif isinstance(plan.eval_data, dict):  # data that carries its conditions: one dataset each, no clean pass
         by_condition = {
             cond: datasets.iterate(d, cfg.evaluation.batch_size, cfg.data.num_workers, counter)
             for cond, d in plan.eval_data.items()
         }
         conditions = list(by_condition)
         total = sum(len(d) for d in plan.eval_data.values())
-        log.info("evaluating %s on released %s: %d conditions, %d images on %s", meta.name, cfg.data.name,
+        log.info("evaluating %s on %s: %d conditions (a dataset each), %d images on %s", meta.name, cfg.data.name,
                  len(conditions), total, plan.device)  # fmt: skip
         predictions = evaluate_datasets(model, by_condition, device=plan.device, total=total, progress=log.info)
     else:
@@ -361,8 +410,14 @@ def execute(plan: Plan, t_start: float) -> RunResult:
     # AlexNet's published ImageNet-C errors normalise CE only for ImageNet-scale data
     baseline = "alexnet" if cfg.data.name in ("imagenet", "imagenet_c") else None
     # ImageNet-O's own images have no accuracy to speak of: they enter only its detection rows
-    summary = summarize(predictions[predictions["noise"] != OOD], corruption_baseline=baseline)
-    metrics = pd.concat([summary, shift_rows(predictions, cfg.data.name)], ignore_index=True).assign(
+    parts = (
+        [summarize(predictions[predictions["noise"] != OOD], corruption_baseline=baseline)] if len(predictions) else []
+    )
+    parts.append(shift_rows(predictions, cfg.data.name))
+    if frames is not None:
+        frames = frames.assign(**run_cols)
+        parts.append(sequence_rows(frames, plan.baseline))
+    metrics = pd.concat([p for p in parts if len(p)], ignore_index=True).assign(
         **run_cols, family=meta.family, params=meta.params, data=cfg.data.name
     )
     timings["total_s"] = time.monotonic() - t_start
@@ -384,6 +439,8 @@ def execute(plan: Plan, t_start: float) -> RunResult:
         "timings": timings,
     }
     store.write_table(predictions, store.predictions_schema(), plan.run_dir / store.PREDICTIONS_FILE)
+    if frames is not None:
+        store.write_table(frames, store.frames_schema(), plan.run_dir / store.FRAMES_FILE)
     store.write_table(metrics, store.metrics_schema(), plan.run_dir / store.METRICS_FILE)
     store.write_json(manifest, plan.run_dir / store.MANIFEST_FILE)
     store.mark_done(plan.run_dir)
@@ -398,6 +455,46 @@ def execute(plan: Plan, t_start: float) -> RunResult:
     notes = "".join(f"\nNOTE: {n}" for n in plan.notes)
     print(f"\n{header}{notes}\n\n{format_summary(metrics)}\n\nresults: {plan.run_dir}  ({timings['total_s']:.1f} s)")
     return RunResult(plan.run_dir, skipped=False, metrics=pd.DataFrame(metrics))
+
+
+def _evaluate_sequences(plan: Plan, model, counter):
+    """``(predictions, frames, conditions)`` of a sequence noise (ImageNet-P): per-frame rows of every
+    condition, from the released videos or generated from each clean batch (which is also scored clean)."""
+    import pandas as pd
+
+    from evaluation import evaluate
+    from evaluation.evaluator import _Rows
+    from evaluation.sequences import evaluate_sequences
+    from noise import create_noise
+    from noise.natural.sequences import chunked
+    from robustart import data as datasets
+
+    cfg, noise, device = plan.cfg, plan.noise, plan.device
+    size, workers = cfg.evaluation.batch_size, cfg.data.num_workers
+    conditions = noise.conditions()
+
+    def released(dataset):
+        for videos, labels, ids in datasets.iterate(dataset, size, workers, counter):
+            yield chunked(videos, noise.chunk), labels, ids
+
+    def generated(cond):
+        for images, labels, ids in datasets.iterate(plan.eval_data, size, workers, counter):
+            yield noise.chunks(images.to(device), cond, ids), labels, ids
+
+    log.info("evaluating %s on %s: %d perturbation sequences conditions on %s", plan.model.metadata.name,
+             cfg.data.name, len(conditions), device)  # fmt: skip
+    try:
+        if isinstance(plan.eval_data, dict):
+            sources = {cond: released(d) for cond, d in plan.eval_data.items()}
+            predictions = pd.DataFrame(columns=["noise", "condition", "severity", "eps", *_Rows.COLUMNS])
+        else:
+            sources = {cond: generated(cond) for cond in conditions}
+            batches = datasets.iterate(plan.eval_data, size, workers, counter)
+            predictions = evaluate(model, batches, create_noise("clean"), device=device, progress=log.info)
+        frames = evaluate_sequences(model, sources, device=device, progress=log.info)
+    except datasets.VideoError as err:
+        raise UserError(str(err).strip().splitlines()[-1].removeprefix("robustart.data.VideoError: ")) from None
+    return predictions, frames, conditions
 
 
 def _check_logger(cfg: DictConfig) -> None:

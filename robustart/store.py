@@ -14,6 +14,7 @@ from typing import Any
 SCHEMA_VERSION = 1
 METRICS_FILE = "metrics.parquet"
 PREDICTIONS_FILE = "predictions.parquet"
+FRAMES_FILE = "frames.parquet"
 MANIFEST_FILE = "manifest.json"
 DONE_FILE = "done"
 
@@ -63,6 +64,27 @@ def predictions_schema():
         ("margin", pa.float32()),
     ]
     return pa.schema(fields, metadata={"robustart_schema_version": str(SCHEMA_VERSION), "table": "predictions"})
+
+
+def frames_schema():
+    """Arrow schema of ``frames.parquet`` (sequence noises such as ImageNet-P): one row per (condition, video,
+    frame) with the frame's prediction and its five highest classes, best first (``top5_1`` .. ``top5_5``)."""
+    import pyarrow as pa
+
+    fields = [
+        ("run_id", pa.string()),
+        ("model", pa.string()),
+        ("weights", pa.string()),
+        ("noise", pa.string()),
+        ("condition", pa.string()),
+        ("severity", pa.int64()),
+        ("sample_id", pa.int64()),
+        ("label", pa.int64()),
+        ("frame", pa.int64()),
+        ("pred", pa.int64()),
+        *((f"top5_{k}", pa.int64()) for k in range(1, 6)),
+    ]
+    return pa.schema(fields, metadata={"robustart_schema_version": str(SCHEMA_VERSION), "table": "frames"})
 
 
 def atomic_write(path: Path, write: Callable[[str], Any]) -> None:

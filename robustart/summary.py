@@ -21,16 +21,37 @@ def _pct(value: float, low: float, high: float) -> str:
     return f"{100 * value:5.1f}% [{100 * low:4.1f}, {100 * high:5.1f}]"
 
 
+#: metrics with their own layout; any other metric is listed as ``condition metric value``
+_TABLED = {"top1", "top5", "acc", "robust_acc", "ar"}
+
+
+def _others(group: pd.DataFrame) -> list[str]:
+    """One line per metric row outside the tables (calibration, detection, sequence metrics, mCE...)."""
+    lines = []
+    for r in group[~group["metric"].isin(_TABLED)].itertuples():
+        where = "" if pd.isna(r.condition) or r.condition == r.noise else r.condition
+        level = "" if pd.isna(r.severity) else f"difficulty/severity {int(r.severity)}"
+        lines.append(f"  {where:<18}{r.metric:<18}{r.value:10.4f}   {level}".rstrip())
+    return lines
+
+
 def format_summary(metrics: pd.DataFrame) -> str:
-    """Clean accuracy, then one block per noise: attacks by eps, corruptions by severity."""
+    """Clean accuracy, then one block per noise: attacks by eps, corruptions by severity, then the other
+    metrics (calibration, out-of-distribution detection, sequence stability, mCE) one per line."""
     lines: list[str] = []
     clean = metrics[metrics["noise"] == "clean"].set_index("metric")
     for metric in ("top1", "top5"):
         if metric in clean.index:
             r = clean.loc[metric]
             lines.append(f"clean       {metric:<10} {_pct(r.value, r.ci_low, r.ci_high)}   (n={int(r.n)})")
+    lines += _others(metrics[metrics["noise"] == "clean"])
     for noise, group in metrics[metrics["noise"] != "clean"].groupby("noise", sort=False):
         lines.append("")
+        others = _others(group)
+        group = group[group["metric"].isin(_TABLED)]
+        if not len(group):
+            lines += [noise, *others]
+            continue
         if group["eps"].notna().any():
             lines.append(f"{noise:<11} {'eps':<9} {'robust_acc [95% CI]':<24} ar (clean-correct) [95% CI]")
             for (cond, eps), g in group.groupby(["condition", "eps"], sort=False):
@@ -49,4 +70,5 @@ def format_summary(metrics: pd.DataFrame) -> str:
             for cond, row in table.iterrows():
                 cells = "".join(f"{100 * v:9.1f}" for v in row)
                 lines.append(f"  {cond:<26}{cells}  {100 * row.mean():6.1f}")
+        lines += others
     return "\n".join(lines)

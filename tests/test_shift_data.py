@@ -93,7 +93,7 @@ def test_imagenet_o_detection_rows_on_real_images(workspace, tmp_path):
     proc = run_cli(*base, "noise=clean", f"data.in_root={val}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     preds, metrics = _tables(results)
-    assert (preds["noise"] == "clean").sum() == n_in and (preds["noise"] == "imagenet_o").sum() == 4
+    assert (preds["noise"] == "clean").sum() == n_in and (preds["noise"] == "ood").sum() == 4
     rows = metrics.set_index("metric")["value"]
     assert {"aupr", "auroc", "fpr95", "top1"} <= set(rows.index) and "acc" not in rows.index
     assert all(0 <= rows[m] <= 1 for m in ("aupr", "auroc", "fpr95"))
@@ -156,3 +156,32 @@ def test_imagenet_sketch_reads_wnid_folders_of_the_1000_classes(workspace, tmp_p
     assert proc.returncode == 0, proc.stderr[-3000:]
     preds, _ = _tables(results)
     assert set(preds["label"]) == {0, 281}
+
+
+def test_fashion_mnist_ood_detection_is_measured_on_real_data(fashion_subset_model):
+    """The small-scale pair: a CNN trained on Fashion-MNIST is less confident on patches of photographs than
+    on Fashion-MNIST's test images, so detection by max softmax probability beats chance."""
+    import torch
+
+    from evaluation.metrics import aupr, auroc, fpr_at_95_tpr
+    from robustart.data import photo_patches
+
+    model, x, _ = fashion_subset_model
+    patches = photo_patches(len(x))
+    assert patches.images.shape == (len(x), 1, 28, 28) and patches.images.float().std() > 10
+    ood = torch.stack([patches[i][0] for i in range(len(patches))])
+    with torch.inference_mode():
+        inside, outside = (model(v).softmax(1).amax(1).numpy() for v in (x, ood))
+    assert auroc(-inside, -outside) > 0.6
+    assert aupr(-inside, -outside) > 0.6 and fpr_at_95_tpr(-inside, -outside) < 1
+
+
+def test_fashion_mnist_ood_through_the_cli(workspace):
+    results, _ = workspace
+    base = ["experiment=quickstart", "data=fashion_mnist_ood", "training.epochs=0.02", "evaluation.max_samples=64"]
+    proc = run_cli(*base, "noise=clean")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    preds, metrics = _tables(results)
+    assert (preds["noise"] == "clean").sum() == 64 and (preds["noise"] == "ood").sum() == 64
+    assert {"top1", "aupr", "auroc", "fpr95"} <= set(metrics["metric"])
+    _assert_user_error(run_cli(*base), "use noise=clean")

@@ -171,3 +171,6 @@ def imagenet_c(
     return CorruptionNoise(
         "imagenet_c", list(corruptions or CORRUPTIONS), list(severities), seed, params, released_format
     )
+
+
+from noise.natural import sequences  # noqa: E402,F401  (registers noise=imagenet_p)

@@ -1,0 +1,88 @@
+"""``noise=imagenet_p``: ImageNet-P perturbation sequences as a noise of the registry.
+
+Unlike the other noises, a condition (a perturbation at a difficulty) turns each image into a sequence of
+frames, which the sequence evaluator (:mod:`evaluation.sequences`) scores chunk by chunk. The frames are
+generated from clean images by :mod:`noise.natural.perturbations`, or read from the released videos with
+``data=imagenet_p``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from noise.base import Condition
+from noise.registry import register_noise
+
+
+class SequenceNoise:
+    """ImageNet-P perturbations x difficulties; each condition maps a batch to its frame sequences."""
+
+    sequences = True  # the run scores frames (evaluation.sequences), not single images
+    needs_model = False
+
+    def __init__(
+        self, name: str, perturbations: Sequence[str], difficulties: Sequence[int], seed: int, chunk: int,
+        baseline_run: str | None,
+    ) -> None:  # fmt: skip
+        from noise.natural.perturbations import NOISE_PERTURBATIONS, P_PERTURBATIONS
+
+        unknown = [p for p in perturbations if p not in P_PERTURBATIONS]
+        if unknown or not perturbations:
+            raise ValueError(
+                f"noise {name!r}: unknown perturbation(s) {unknown or '(none given)'}; "
+                f"valid: {', '.join(P_PERTURBATIONS)}"
+            )
+        bad = [d for d in difficulties if isinstance(d, bool) or d not in (1, 2, 3)]
+        if bad or not difficulties:
+            raise ValueError(f"noise {name!r}: difficulties must be among 1, 2, 3, got {list(difficulties)}")
+        if chunk < 1:
+            raise ValueError(f"noise {name!r}: chunk (frames per forward pass) must be >= 1, got {chunk}")
+        self.name, self.seed, self.chunk, self.baseline_run = name, seed, chunk, baseline_run
+        self.perturbations, self.difficulties = list(perturbations), list(difficulties)
+        self._noise = NOISE_PERTURBATIONS
+
+    def conditions(self) -> list[Condition]:
+        """One condition per perturbation and difficulty (``severity`` holds the difficulty)."""
+        return [Condition(self.name, p, severity=d) for p in self.perturbations for d in self.difficulties]
+
+    def chunks(
+        self, images: torch.Tensor, condition: Condition, sample_ids: torch.Tensor
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """The frames of each image's sequence, ``chunk`` frames at a time: ``(start, (B, T, C, H, W))``.
+
+        For the noise perturbations the difficulty sets the noise strength; the others are generated at
+        difficulty 1 and their difficulty is the step between compared frames (as in the original).
+        """
+        from noise.natural.perturbations import iter_frames
+
+        difficulty = condition.severity if condition.name in self._noise else 1
+        ids = [int(i) for i in sample_ids]
+        return iter_frames(
+            images, condition.name, difficulty=difficulty, seed=self.seed, sample_ids=ids, chunk=self.chunk
+        )
+
+
+def chunked(videos: torch.Tensor, chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """A batch of decoded videos ``(B, T, C, H, W)`` as ``(start, frames)`` chunks of ``chunk`` frames."""
+    for start in range(0, videos.shape[1], chunk):
+        yield start, videos[:, start : start + chunk]
+
+
+@register_noise("imagenet_p", kind="natural")
+def imagenet_p(
+    perturbations: Sequence[str] | None = None,
+    difficulties: Sequence[int] = (1,),
+    seed: int = 0,
+    chunk: int = 8,
+    baseline_run: str | None = None,
+) -> SequenceNoise:
+    """ImageNet-P perturbation sequences (the 10 test perturbations by default), scored frame by frame.
+
+    ``baseline_run`` names a finished run of another model on the same perturbations (its folder, or its
+    run id in the results folder) whose ``fp`` and ``t5d`` normalise ``nmfp`` and ``mt5d``.
+    """
+    from noise.natural.perturbations import P_TEST
+
+    return SequenceNoise("imagenet_p", list(perturbations or P_TEST), list(difficulties), seed, chunk, baseline_run)

@@ -1,0 +1,493 @@
+"""ImageNet-P sequences (noise.natural.perturbations): frame counts and shapes, the schedules at frames
+where they are known exactly (clean, identity, whole-pixel shifts, angle 0), per-image and per-frame
+determinism, chunked iteration, the crop protocol, and fidelity to the libraries the original called
+(PIL's affine transform as torchvision 0.2 drove it, OpenCV's perspective warp, the spatter code)."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from noise.natural.motion import apply_motion_blur
+from noise.natural.perturbations import (
+    NOISE_PERTURBATIONS,
+    P_PERTURBATIONS,
+    P_TEST,
+    P_VALIDATION,
+    _tilt_matrix,
+    _torchvision_affine_inverse,
+    iter_frames,
+    num_frames,
+    perturbation_frames,
+)
+from noise.seeding import SampleRNG
+
+RANDOM = ("gaussian_noise", "shot_noise", "speckle_noise", "snow", "spatter")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Single-threaded torch: on a shared 2-core machine a second intra-op thread mostly waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _fit(photo: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Centre part of ``photo`` with the aspect ratio ``h : w``, resized (bilinear) to ``h x w`` uint8 RGB."""
+    from PIL import Image
+
+    ph, pw = photo.shape[:2]
+    s = min(ph / h, pw / w)
+    ch, cw = round(h * s), round(w * s)
+    top, left = (ph - ch) // 2, (pw - cw) // 2
+    return np.asarray(Image.fromarray(photo[top : top + ch, left : left + cw]).resize((w, h), Image.BILINEAR)).copy()
+
+
+@functools.cache
+def _photo(name: str, h: int, w: int) -> np.ndarray:
+    from skimage import data
+
+    return _fit(getattr(data, name)(), h, w)
+
+
+def _batch(*arrays: np.ndarray) -> torch.Tensor:
+    """uint8 HWC arrays -> float32 NCHW in [0, 1]."""
+    return torch.stack([torch.from_numpy(a.copy()).permute(2, 0, 1) for a in arrays]).float().div(255)
+
+
+def _photos(size: int = 64) -> torch.Tensor:
+    return _batch(*(_photo(n, size, size) for n in ("astronaut", "coffee", "chelsea")))
+
+
+def _hwc255(frame: torch.Tensor) -> np.ndarray:
+    """float CHW in [0, 1] -> float64 HWC on the 0..255 scale."""
+    return frame.permute(1, 2, 0).double().numpy() * 255
+
+
+# ----------------------------------------------------------------------------------------------
+# Names, counts, shapes
+# ----------------------------------------------------------------------------------------------
+
+
+def test_names_and_frame_counts():
+    assert len(P_TEST) == 10 and len(P_VALIDATION) == 4 and len(set(P_PERTURBATIONS)) == 14
+    assert set(NOISE_PERTURBATIONS) == {"gaussian_noise", "shot_noise", "speckle_noise"}
+    assert {name: num_frames(name) for name in P_PERTURBATIONS} == {
+        name: 41 if name == "translate" else 31 for name in P_PERTURBATIONS
+    }
+
+
+@pytest.mark.parametrize("name", P_PERTURBATIONS)
+def test_shapes_range_and_motion(name):
+    x = _photos()
+    frames = perturbation_frames(x, name)
+    assert frames.shape == (3, num_frames(name), 3, 64, 64) and frames.dtype == torch.float32
+    assert torch.isfinite(frames).all() and frames.min() >= 0 and frames.max() <= 1
+    # the sequence moves: consecutive frames differ somewhere, and the ends differ clearly
+    steps = (frames[:, 1:] - frames[:, :-1]).abs().flatten(2).amax(2)
+    if name == "motion_blur":  # near 90 degrees, 4 degrees apart differ only in taps that round away in 8 bits
+        assert (steps > 0).float().mean() > 0.9
+    else:
+        assert (steps > 0).all(), name
+    assert (frames[:, 0] - frames[:, -1]).abs().mean() > 1e-3
+    # grey-scale images keep their single channel
+    grey = perturbation_frames(x[:2, :1], name, start=3, stop=5)
+    assert grey.shape == (2, 2, 1, 64, 64) and grey.min() >= 0 and grey.max() <= 1
+
+
+def test_float64_input_and_empty_batch():
+    x = _photos()[:1]
+    assert torch.equal(perturbation_frames(x.double(), "rotate", stop=3), perturbation_frames(x, "rotate", stop=3))
+    empty = perturbation_frames(torch.zeros(0, 3, 16, 16), "snow", start=2, stop=6)
+    assert empty.shape == (0, 4, 3, 16, 16)
+
+
+# ----------------------------------------------------------------------------------------------
+# Determinism and chunking
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", P_PERTURBATIONS)
+def test_frames_do_not_depend_on_the_batch(name):
+    x = _photos()
+    together = perturbation_frames(x, name, seed=5, sample_ids=[10, 11, 12], start=0, stop=6)
+    alone = perturbation_frames(x[1:2], name, seed=5, sample_ids=[11], start=0, stop=6)
+    assert torch.equal(together[1:2], alone)
+    if name in RANDOM:  # a different id or seed gives a different sequence
+        other = perturbation_frames(x[1:2], name, seed=5, sample_ids=[12], start=0, stop=6)
+        assert not torch.equal(other[:, 1:], alone[:, 1:])
+        reseeded = perturbation_frames(x[1:2], name, seed=6, sample_ids=[11], start=0, stop=6)
+        assert not torch.equal(reseeded[:, 1:], alone[:, 1:])
+
+
+@pytest.mark.parametrize("name", P_PERTURBATIONS)
+def test_chunks_and_ranges_equal_one_call(name):
+    x = _photos()[:2]
+    full = perturbation_frames(x, name, seed=1)
+    chunks = list(iter_frames(x, name, chunk=7, seed=1))
+    assert [s for s, _ in chunks] == list(range(0, num_frames(name), 7))
+    assert torch.equal(torch.cat([f for _, f in chunks], dim=1), full)
+    # random access: frames 9..16 alone equal the same frames of the whole sequence
+    assert torch.equal(perturbation_frames(x, name, seed=1, start=9, stop=17), full[:, 9:17])
+    # iter_frames over a sub-range
+    part = list(iter_frames(x, name, chunk=4, seed=1, start=20, stop=27))
+    assert [s for s, _ in part] == [20, 24]
+    assert torch.equal(torch.cat([f for _, f in part], dim=1), full[:, 20:27])
+
+
+def test_chunks_feed_the_sequence_evaluation():
+    from torch import nn
+
+    from evaluation.sequences import score_chunks
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(48, 10))
+    x = _photos()
+    pred, top5 = score_chunks(model, iter_frames(x, "translate", chunk=16), torch.device("cpu"))
+    assert pred.shape == (3, 41) and top5.shape == (3, 41, 5)
+    with torch.inference_mode():
+        assert (pred[:, 20] == model(x).argmax(1).numpy()).all()  # frame 20: no shift
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedules
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NOISE_PERTURBATIONS)
+@pytest.mark.parametrize("difficulty", [1, 2, 3])
+def test_noise_frame_zero_is_clean(name, difficulty):
+    x = _photos()[:2]
+    frames = perturbation_frames(x, name, difficulty=difficulty)
+    assert torch.equal(frames[:, 0], x)
+    assert all(not torch.equal(frames[:, i], x) for i in range(1, 31))
+    assert not torch.equal(frames[:, 1], frames[:, 2])  # fresh noise in every frame
+
+
+@pytest.mark.parametrize("difficulty, sigma", [(1, 0.03), (2, 0.05), (3, 0.08)])
+def test_gaussian_noise_sigma(difficulty, sigma):
+    grey = torch.full((2, 3, 64, 64), 0.5)
+    noise = perturbation_frames(grey, "gaussian_noise", difficulty=difficulty)[:, 1:] - 0.5
+    assert abs(noise.std().item() / sigma - 1) < 0.1
+    assert abs(noise.mean().item()) < 0.1 * sigma
+
+
+def test_difficulty_raises_the_noise():
+    x = _photos()[:1]
+    for name in NOISE_PERTURBATIONS:
+        spread = [
+            (perturbation_frames(x, name, difficulty=d, stop=4)[:, 1:] - x[:, None]).abs().mean().item()
+            for d in (1, 2, 3)
+        ]
+        assert spread[0] < spread[1] < spread[2], (name, spread)
+
+
+def test_identity_frames_equal_the_input():
+    x = _photos()
+    assert torch.equal(perturbation_frames(x, "rotate", start=15, stop=16)[:, 0], x)
+    assert torch.equal(perturbation_frames(x, "shear", start=15, stop=16)[:, 0], x)
+    assert torch.equal(perturbation_frames(x, "scale", start=24, stop=25)[:, 0], x)  # (2.5 * 24 + 40) / 100 = 1
+    assert torch.equal(perturbation_frames(x, "brightness", start=15, stop=16)[:, 0], x)
+    assert torch.equal(perturbation_frames(x, "translate", start=20, stop=21)[:, 0], x)
+    assert torch.equal(perturbation_frames(x, "zoom_blur", stop=1)[:, 0], x)
+
+
+@pytest.mark.parametrize("frame", [0, 7, 19, 23, 40])
+def test_translate_is_a_whole_pixel_shift(frame):
+    x = _photos()
+    shift = frame - 20  # along x (columns), content moves right for positive shifts, black comes in
+    expected = torch.zeros_like(x)
+    if shift >= 0:
+        expected[..., shift:] = x[..., : 64 - shift]
+    else:
+        expected[..., :shift] = x[..., -shift:]
+    assert torch.equal(perturbation_frames(x, "translate", start=frame, stop=frame + 1)[:, 0], expected)
+
+
+def test_brightness_schedule():
+    x = _photos()
+    frames = perturbation_frames(x, "brightness")
+    value = frames.amax(dim=2)  # HSV value of each frame
+    v0 = x.amax(dim=1)
+    for i in (0, 5, 25, 30):
+        c = (i - 15) * 0.02
+        assert torch.allclose(value[:, i], (v0 + c).clamp(0, 1), atol=1e-5), i
+    # hue and saturation are kept where V stays inside (0, 1)
+    ratio = frames[:, 20] / frames[:, 20].amax(dim=1, keepdim=True).clamp(min=1e-6)
+    keep = ((v0 + 0.1) < 1) & (v0 > 0.05)
+    original = x / x.amax(dim=1, keepdim=True).clamp(min=1e-6)
+    assert torch.allclose(ratio.permute(1, 0, 2, 3)[:, keep], original.permute(1, 0, 2, 3)[:, keep], atol=1e-4)
+
+
+def test_motion_blur_angles():
+    x = _photos()
+    frames = perturbation_frames(x, "motion_blur", start=0, stop=31)
+    assert torch.equal(frames[:, 30], apply_motion_blur(x, 10, 3, [0.0] * 3))
+    assert torch.equal(frames[:, 0], apply_motion_blur(x, 10, 3, [-120.0] * 3))
+    assert torch.equal(frames[:, 17], apply_motion_blur(x, 10, 3, [-52.0] * 3))
+
+
+def test_gaussian_blur_grows():
+    x = _photos()
+    frames = perturbation_frames(x, "gaussian_blur")
+    # a stronger blur removes more detail: the distance to the image grows with the frame
+    distance = (frames - x[:, None]).abs().mean(dim=(0, 2, 3, 4))
+    assert (distance[1:] > distance[:-1]).all()
+
+
+def test_zoom_blur_is_a_running_mean():
+    x = _photos()[:1]
+    frames = perturbation_frames(x, "zoom_blur")
+    # frame i = (i * frame_{i-1} + zoom_i) / (i + 1): the mean moves ever less from frame to frame
+    steps = (frames[:, 1:] - frames[:, :-1]).abs().mean(dim=(0, 2, 3, 4))
+    assert steps[-1] < steps[5]
+    # frame 1 is the mean of the image and its zoom by 1.004
+    from noise.natural.perturbations import _Sampler
+
+    zoom = _Sampler(x, (0, 0, 64, 64)).pil_affine(_torchvision_affine_inverse(64, 64, scale=1.004))
+    assert torch.allclose(frames[:, 1], (x + zoom) / 2, atol=1e-6)
+
+
+def test_snow_layer_is_fixed_and_turns():
+    x = _photos()[:1]
+    frames = perturbation_frames(x, "snow", seed=2)
+    # the whitened image is the same in every frame, the layer is one draw blurred at 4 i - 150 degrees
+    from noise.natural.motion import apply_snow
+
+    normal = SampleRNG(2, [0], "imagenet_p", "snow", 1).randn((64, 64))
+    for i in (0, 30):
+        expected = apply_snow(x, (0.05, 0.3, 3, 0.5, 14, 4, 0.85), normal, [4.0 * i - 150])
+        assert torch.equal(frames[:, i], expected)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fidelity to the original's libraries
+# ----------------------------------------------------------------------------------------------
+
+
+def _pil_reference(arr: np.ndarray, name: str, i: int) -> np.ndarray:
+    """The original's frame through PIL with torchvision 0.2's matrix, as float64 HWC 0..255."""
+    from PIL import Image
+
+    img = Image.fromarray(arr)
+    h, w = arr.shape[:2]
+    params = {
+        "rotate": {"angle": i - 15},
+        "scale": {"scale": (i * 2.5 + 40) / 100},
+        "shear": {"shear": i - 15},
+        "translate": {"translate": (i - 20, 0)},
+    }[name]
+    m = _torchvision_affine_inverse(h, w, **params)
+    resample = Image.NEAREST if name == "translate" else Image.BILINEAR
+    return np.asarray(img.transform(img.size, Image.AFFINE, m, resample)).astype(np.float64)
+
+
+@pytest.mark.parametrize("name, frames", [("rotate", (0, 8, 30)), ("scale", (0, 11, 30)), ("shear", (0, 30))])
+def test_affine_matches_pil(name, frames):
+    arr = _photo("astronaut", 72, 80)  # non-square, to catch swapped axes
+    x = _batch(arr)
+    for i in frames:
+        ours = _hwc255(perturbation_frames(x, name, start=i, stop=i + 1)[0, 0])
+        diff = ours - _pil_reference(arr, name, i)  # PIL truncates its interpolation to uint8
+        assert diff.min() > -1e-3 and diff.max() < 1 + 1e-3, (name, i, diff.min(), diff.max())
+
+
+def test_translate_matches_pil():
+    arr = _photo("coffee", 72, 80)
+    x = _batch(arr)
+    for i in (0, 13, 40):
+        ours = _hwc255(perturbation_frames(x, "translate", start=i, stop=i + 1)[0, 0])
+        assert np.abs(ours - _pil_reference(arr, "translate", i)).max() < 1e-3
+
+
+def test_rotation_direction_is_clockwise():
+    # torchvision 0.2: positive angles turn the picture clockwise (on screen, y down)
+    x = torch.zeros(1, 1, 65, 65)
+    x[..., 32, 40:60] = 1  # a bar right of the centre
+    frame = perturbation_frames(x, "rotate", start=30, stop=31)[0, 0, 0]  # +15 degrees
+    rows = torch.nonzero(frame > 0.5)[:, 0]
+    assert rows.float().mean() > 33  # the bar's right end moved down
+
+
+def test_tilt_matches_opencv():
+    import cv2
+
+    arr = _photo("chelsea", 72, 80)
+    x = _batch(arr)
+    h, w = arr.shape[:2]
+    for i in (0, 9, 30):
+        ours = _hwc255(perturbation_frames(x, "tilt", start=i, stop=i + 1)[0, 0])
+        ref = cv2.warpPerspective(arr, _tilt_matrix(h, w, i - 15).numpy(), (w, h)).astype(np.float64)
+        assert np.abs(ours - ref).max() < 0.5 + 1e-3, i  # OpenCV rounds to uint8
+
+
+def test_tilt_matrix_is_the_originals():
+    h, w, degrees = 72, 80, -12
+    t = np.deg2rad(degrees)
+    f = np.sqrt(w**2 + h**2)
+    c, s = np.cos(t), np.sin(t)
+    to_3d = np.array([[1, 0, -w / 2], [0, 1, -h / 2], [0, 0, 1], [0, 0, 1]])
+    rx = np.array([[1, 0, 0, 0], [0, c, -s, 0], [0, s, c, 0], [0, 0, 0, 1]])
+    ry = np.array([[c, 0, -s, 0], [0, 1, 0, 0], [s, 0, c, 0], [0, 0, 0, 1]])
+    away = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, f], [0, 0, 0, 1]])
+    project = np.array([[f, 0, w / 2, 0], [0, f, h / 2, 0], [0, 0, 1, 0]])
+    expected = project @ away @ rx @ ry @ to_3d
+    assert np.allclose(_tilt_matrix(h, w, degrees).numpy(), expected, rtol=0, atol=1e-9)
+
+
+def test_zoom_blur_matches_pil_running_mean():
+    from PIL import Image
+
+    arr = _photo("chelsea", 64, 64)
+    img = Image.fromarray(arr)
+    total = torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255
+    for k in range(1, 5):
+        m = _torchvision_affine_inverse(64, 64, scale=1 + 0.004 * k)
+        zoomed = img.transform(img.size, Image.AFFINE, m, Image.BILINEAR)
+        total += torch.from_numpy(np.asarray(zoomed, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
+    ours = perturbation_frames(_batch(arr), "zoom_blur", start=4, stop=5)[0, 0]
+    diff = (ours - total / 5) * 255  # PIL truncates each zoomed image
+    assert diff.min() > -1e-3 and diff.max() < 1 + 1e-3
+
+
+def test_spatter_matches_the_original_code():
+    """A transcription of the original's spatter loop (OpenCV relief, dripping by np.convolve) fed the same
+    normal draws gives the same frames."""
+    import cv2
+    from skimage.filters import gaussian
+
+    arr = _photo("coffee", 64, 96)
+    ours = perturbation_frames(_batch(arr), "spatter", seed=3, sample_ids=[7], stop=12)[0]
+    normal = SampleRNG(3, [7], "imagenet_p", "spatter", 1).randn((64, 96))[0].double().numpy()
+    x = arr.astype(np.float32) / 255
+    layer = gaussian(normal * 0.27 + 0.65, sigma=3.7)
+    layer[layer < 0.69] = 0
+    emboss = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
+    for i in range(12):
+        level = (layer * 255).astype(np.uint8)
+        dist = cv2.distanceTransform(255 - cv2.Canny(level, 50, 150), cv2.DIST_L2, 5)
+        dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)[1]
+        dist = cv2.equalizeHist(cv2.blur(dist, (3, 3)).astype(np.uint8))
+        dist = cv2.blur(cv2.filter2D(dist, cv2.CV_8U, emboss), (3, 3)).astype(np.float32)
+        m = level * dist
+        m = m / m.max() * 0.6
+        expected = np.clip(x + m[..., None] * (np.array([175, 238, 238], dtype=np.float32) / 255), 0, 1)
+        assert np.abs(_hwc255(ours[i]) / 255 - expected).max() < 1e-6, i
+        layer = np.apply_along_axis(lambda col: np.convolve(col, [0.05, 0.1, 0.15, 0.7], mode="same"), 0, layer)
+
+
+# ----------------------------------------------------------------------------------------------
+# The 256 -> 224 protocol
+# ----------------------------------------------------------------------------------------------
+
+
+def test_crop_protocol_256_to_224():
+    arr = _photo("astronaut", 256, 256)
+    x = _batch(arr)
+    centre = x[..., 16:240, 16:240]
+    # geometric perturbations act on the full image, then the centre is cut out
+    rotated = perturbation_frames(x, "rotate", crop=224, start=14, stop=16)
+    assert rotated.shape == (1, 2, 3, 224, 224)
+    assert torch.equal(rotated[:, 1], centre)  # frame 15: 0 degrees
+    ours = _hwc255(rotated[0, 0])
+    diff = ours - _pil_reference(arr, "rotate", 14)[16:240, 16:240]
+    assert diff.min() > -1e-3 and diff.max() < 1 + 1e-3
+    # the full image fills the crop's corners, where a rotated 224 px crop would be black
+    # (at -5 degrees the crop's corner is 112 (cos 5° + sin 5°) = 121 px from the centre along each axis)
+    assert perturbation_frames(x, "rotate", crop=224, start=10, stop=11)[0, 0, :, :3, :3].amax(0).min() > 0.05
+    assert perturbation_frames(centre, "rotate", start=10, stop=11)[0, 0, :, :3, :3].max() == 0
+    # tilt too, on the full 256 px image (focal length from 256, not 224)
+    tilted = perturbation_frames(x, "tilt", crop=224, start=3, stop=4)[0, 0]
+    import cv2
+
+    ref = cv2.warpPerspective(arr, _tilt_matrix(256, 256, -12).numpy(), (256, 256))[16:240, 16:240]
+    assert np.abs(_hwc255(tilted) - ref).max() < 0.5 + 1e-3
+    # photometric perturbations act on the crop: the same frames as perturbing the 224 px crop itself
+    for name in ("speckle_noise", "brightness", "motion_blur"):
+        cropped = perturbation_frames(x, name, crop=224, seed=4, start=29, stop=31)
+        assert torch.equal(cropped, perturbation_frames(centre, name, seed=4, start=29, stop=31)), name
+
+
+def test_crop_on_non_square_images_uses_torchvision_offsets():
+    x = _batch(_photo("coffee", 41, 50))
+    frames = perturbation_frames(x, "brightness", crop=32, start=15, stop=16)
+    # CenterCrop: top = round((41 - 32) / 2) = round(4.5) = 4 (half to even), left = 9
+    assert torch.equal(frames[:, 0], x[..., 4:36, 9:41])
+    shifted = perturbation_frames(x, "translate", crop=32, start=22, stop=23)[:, 0]
+    assert torch.equal(shifted, x[..., 4:36, 7:39])  # moved 2 px right: the crop shows columns 7..38
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors
+# ----------------------------------------------------------------------------------------------
+
+
+def test_errors():
+    x = _photos()[:1, :, :16, :16]
+    with pytest.raises(ValueError, match="unknown perturbation 'fog'; valid names: gaussian_noise, shot_noise"):
+        perturbation_frames(x, "fog")
+    with pytest.raises(ValueError, match="unknown perturbation"):
+        num_frames("saturate")
+    with pytest.raises(ValueError, match=r"difficulty of gaussian_noise must be an integer in 1\.\.3"):
+        perturbation_frames(x, "gaussian_noise", difficulty=4)
+    with pytest.raises(ValueError, match="difficulty of rotate must be 1"):
+        perturbation_frames(x, "rotate", difficulty=2)
+    with pytest.raises(ValueError, match="difficulty"):
+        perturbation_frames(x, "shot_noise", difficulty=True)
+    with pytest.raises(ValueError, match="float NCHW batch with 1 or 3 channels"):
+        perturbation_frames(x[0], "rotate")
+    with pytest.raises(ValueError, match="float NCHW batch with 1 or 3 channels"):
+        perturbation_frames(x[:, :2], "rotate")
+    with pytest.raises(ValueError, match="float NCHW batch"):
+        perturbation_frames((x * 255).to(torch.uint8), "rotate")
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        perturbation_frames(x * 2, "rotate")
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        perturbation_frames(x - 0.5, "rotate")
+    with pytest.raises(ValueError, match=r"translate has 41 frames: need 0 <= start <= stop <= 41"):
+        perturbation_frames(x, "translate", stop=42)
+    with pytest.raises(ValueError, match="rotate has 31 frames"):
+        perturbation_frames(x, "rotate", start=-1)
+    with pytest.raises(ValueError, match="rotate has 31 frames"):
+        perturbation_frames(x, "rotate", start=5, stop=4)
+    with pytest.raises(ValueError, match=r"crop must be None or an integer in 1\.\.16"):
+        perturbation_frames(x, "rotate", crop=17)
+    with pytest.raises(ValueError, match="sample_ids"):
+        perturbation_frames(x, "rotate", sample_ids=[0, 1])
+    with pytest.raises(ValueError, match="chunk must be a positive integer"):
+        iter_frames(x, "rotate", chunk=0)
+    with pytest.raises(ValueError, match="unknown perturbation"):
+        iter_frames(x, "blur")  # at the call, before iterating
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        iter_frames(x, "rotate", severity=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", P_PERTURBATIONS)
+def test_cuda(name):
+    x = _photos()
+    gpu = perturbation_frames(x.cuda(), name, seed=3, crop=56)
+    assert gpu.device.type == "cuda" and gpu.shape == (3, num_frames(name), 3, 56, 56)
+    assert gpu.min() >= 0 and gpu.max() <= 1
+    chunks = torch.cat([f for _, f in iter_frames(x.cuda(), name, chunk=5, seed=3, crop=56)], dim=1)
+    assert torch.equal(chunks, gpu)
+    alone = perturbation_frames(x[2:].cuda(), name, seed=3, sample_ids=[2], crop=56)
+    # batched matrix products (the Gaussian blurs) may round differently for another batch size on a GPU
+    torch.testing.assert_close(alone, gpu[2:], atol=1e-5, rtol=0)
+    if name not in RANDOM:  # deterministic: the same frames as on the CPU, up to float rounding
+        cpu = perturbation_frames(x, name, seed=3, crop=56)
+        tolerance = 1 / 255 + 1e-4 if name == "motion_blur" else 1e-4  # 8-bit rounding of ImageMagick's output
+        assert (gpu.cpu() - cpu).abs().max() <= tolerance
+        assert math.isclose((gpu.cpu() - cpu).abs().mean().item(), 0, abs_tol=1e-4)
