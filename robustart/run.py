@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -199,6 +200,11 @@ def _load_data(cfg: DictConfig, cache_dir: Path):
                                       img_size=cfg.model.img_size)  # fmt: skip
         if cfg.data.name == "imagenet":
             transform = datasets.eval_transform(meta.input_size, meta.crop_pct, meta.interpolation)
+            if cfg.noise.name == "imagenet_p":
+                # ImageNet-P's protocol: the geometric perturbations act on the resized image (256 px for
+                # 224 px models), and every frame is then centre-cropped (the noise does it)
+                resized = math.floor(meta.input_size[-1] / meta.crop_pct)
+                transform = datasets.eval_transform((*meta.input_size[:2], resized), 1.0, meta.interpolation)
             eval_data, info = datasets.load_imagenet_folder(cfg.data.root, cfg.data.split, transform)
         elif cfg.data.name in SHIFT_SETS:
             if cfg.data.name == "imagenet_o" and cfg.noise.name != "clean":
@@ -299,6 +305,8 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
             f"model {model_name} takes {model.metadata.in_chans} channels but data {cfg.data.name} has {data_chans}; "
             f"set model.in_chans={data_chans}"
         )
+    if getattr(noise, "sequences", False) and cfg.data.name == "imagenet":
+        noise.crop = model.metadata.input_size[-1]  # frames come uncropped (see _load_data)
     plan = Plan(cfg, run_id, run_dir, device, noise, eval_data, info, model, train_data, checkpoint, checkpoint_dir)
     plan.baseline = baseline
     return plan
@@ -490,6 +498,10 @@ def _evaluate_sequences(plan: Plan, model, counter):
         else:
             sources = {cond: generated(cond) for cond in conditions}
             batches = datasets.iterate(plan.eval_data, size, workers, counter)
+            if noise.crop is not None:  # frames are cropped after the perturbation: the clean pass likewise
+                from torchvision.transforms.functional import center_crop
+
+                batches = ((center_crop(x, [noise.crop, noise.crop]), y, i) for x, y, i in batches)
             predictions = evaluate(model, batches, create_noise("clean"), device=device, progress=log.info)
         frames = evaluate_sequences(model, sources, device=device, progress=log.info)
     except datasets.VideoError as err:

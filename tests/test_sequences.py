@@ -167,3 +167,21 @@ def test_imagenet_p_on_the_fly_on_fashion_mnist_with_a_baseline_run(workspace):
     else:  # a baseline that never flips on some perturbation cannot normalise
         assert np.isnan(nmfp)
     assert {"nmfp", "mt5d"} <= set(mine["metric"])
+
+
+def test_imagenet_p_on_imagenet_photos_follows_the_resize_then_crop_protocol(workspace, tmp_path):
+    """On ImageNet data the frames are made from the 256 px resize and centre-cropped to the model's 224."""
+    from tests.conftest import write_photo_folder
+
+    results, _ = workspace
+    root = write_photo_folder(tmp_path / "val", per_class=2)
+    proc = run_cli("model=efficientnet_lite0", "model.weights=pretrained", "noise=imagenet_p", "data=imagenet",
+                   f"data.root={root}", "noise.perturbations=[rotate]", "noise.chunk=31")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run_dir] = run_dirs(results)
+    frames = pq.read_table(run_dir / store.FRAMES_FILE).to_pandas()
+    assert len(frames) == 4 * 31
+    # frame 15 (no rotation) of the 256 px image, cropped, is the model's usual 224 px input
+    preds = pq.read_table(run_dir / store.PREDICTIONS_FILE).to_pandas().set_index("sample_id")["pred"]
+    still = frames[frames.frame == 15].set_index("sample_id")["pred"]
+    assert still.sort_index().tolist() == preds.sort_index().tolist()

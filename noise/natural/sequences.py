@@ -40,6 +40,9 @@ class SequenceNoise:
         if chunk < 1:
             raise ValueError(f"noise {name!r}: chunk (frames per forward pass) must be >= 1, got {chunk}")
         self.name, self.seed, self.chunk, self.baseline_run = name, seed, chunk, baseline_run
+        #: side of the centre crop cut from every frame after the geometric perturbations (``None``: no crop).
+        #: On ImageNet the run sets it to the model's size and feeds the uncropped resize, as the original.
+        self.crop: int | None = None
         self.perturbations, self.difficulties = list(perturbations), list(difficulties)
         self._noise = NOISE_PERTURBATIONS
 
@@ -60,7 +63,13 @@ class SequenceNoise:
         difficulty = condition.severity if condition.name in self._noise else 1
         ids = [int(i) for i in sample_ids]
         return iter_frames(
-            images, condition.name, difficulty=difficulty, seed=self.seed, sample_ids=ids, chunk=self.chunk
+            images,
+            condition.name,
+            difficulty=difficulty,
+            seed=self.seed,
+            sample_ids=ids,
+            chunk=self.chunk,
+            crop=self.crop,
         )
 
 
