@@ -81,6 +81,8 @@ class PerturbationNoiseConfig:
     chunk: int = 8
     #: a finished run (folder, or run id in the results folder) whose fp / t5d normalise nmfp and mt5d
     baseline_run: str | None = None
+    #: schedules: imagenet (ImageNet-P), cifar (CIFAR-10-P), tiny (Tiny-ImageNet-P) or auto (by frame size)
+    params: str = "auto"
 
 
 @dataclass

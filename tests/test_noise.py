@@ -40,9 +40,18 @@ def test_every_noise_keeps_shape_dtype_range_and_is_deterministic(name):
     options = {"severities": [1, 5]} if name == "imagenet_c" else {}
     if noise.get_noise_entry(name).kind == "adversarial":
         options = {"eps": ["2/255", "8/255"]}
+    if name == "imagenet_p":
+        options = {"perturbations": ["gaussian_noise", "rotate"]}
     n = noise.create_noise(name, **options)
     x, y, ids = _images(), torch.arange(4), torch.arange(4)
     model = _tiny_model() if n.needs_model else None
+    if getattr(n, "sequences", False):  # each condition makes a sequence of frames per image
+        for cond in n.conditions():
+            a, b = (torch.cat([f for _, f in n.chunks(x, cond, ids)], dim=1) for _ in range(2))
+            assert a.shape[0] == len(x) and a.shape[2:] == x.shape[1:] and a.dtype == x.dtype
+            assert a.min() >= 0 and a.max() <= 1
+            assert torch.equal(a, b), cond
+        return
     for cond in n.conditions():
         a = n.apply(x, y, ids, cond, model)
         b = n.apply(x, y, ids, cond, model)

@@ -491,3 +491,267 @@ def test_cuda(name):
         tolerance = 1 / 255 + 1e-4 if name == "motion_blur" else 1e-4  # 8-bit rounding of ImageMagick's output
         assert (gpu.cpu() - cpu).abs().max() <= tolerance
         assert math.isclose((gpu.cpu() - cpu).abs().mean().item(), 0, abs_tol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# Small-image parameter sets (CIFAR-10-P, Tiny-ImageNet-P)
+# ----------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _grey_photo(name: str, size: int) -> np.ndarray:
+    """A skimage.data photograph as grey uint8, centre part resized to ``size x size``."""
+    from skimage import color, data
+
+    photo = getattr(data, name)()
+    if photo.ndim == 3:
+        photo = np.round(color.rgb2gray(photo) * 255).astype(np.uint8)
+    return _fit(photo, size, size)
+
+
+def _grey_photos(size: int = 28) -> torch.Tensor:
+    """Fashion-MNIST-like batch: three grey photographs, ``(3, 1, size, size)`` in [0, 1]."""
+    arrays = [_grey_photo(n, size) for n in ("camera", "astronaut", "coffee")]
+    return torch.stack([torch.from_numpy(a.copy())[None] for a in arrays]).float().div(255)
+
+
+def _shifted(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """``x`` moved ``shift`` whole pixels along x (right for positive), black coming in."""
+    out = torch.zeros_like(x)
+    w = x.shape[-1]
+    if shift >= 0:
+        out[..., shift:] = x[..., : w - shift]
+    else:
+        out[..., :shift] = x[..., -shift:]
+    return out
+
+
+def test_parameter_set_tables_and_frame_counts():
+    from noise.natural.perturbations import P_PARAMETER_SETS
+
+    assert set(P_PARAMETER_SETS) == {"imagenet", "cifar", "tiny"}
+    for table in P_PARAMETER_SETS.values():  # every set has every perturbation, with the same fields
+        assert set(table) == set(P_PERTURBATIONS)
+        assert all(set(table[n]) == set(P_PARAMETER_SETS["imagenet"][n]) for n in P_PERTURBATIONS)
+    cifar = {name: num_frames(name, "cifar") for name in P_PERTURBATIONS}
+    assert cifar == {name: {"motion_blur": 21, "translate": 16}.get(name, 31) for name in P_PERTURBATIONS}
+    assert {num_frames(name, params="tiny") for name in P_PERTURBATIONS} == {31}
+    assert num_frames("translate", "imagenet") == num_frames("translate") == 41
+    x = _grey_photos()[:1]
+    assert perturbation_frames(x, "motion_blur", params="cifar").shape == (1, 21, 1, 28, 28)
+    assert perturbation_frames(x, "translate", params="tiny").shape == (1, 31, 1, 28, 28)
+
+
+# noise level per difficulty 1..3: make_cifar_p.py and make_tinyimagenet_p.py
+SMALL_NOISE_LEVELS = {
+    "cifar": {"gaussian_noise": (0.02, 0.04, 0.06), "shot_noise": (700, 400, 200), "speckle_noise": (0.05, 0.07, 0.1)},
+    "tiny": {"gaussian_noise": (0.025, 0.05, 0.075), "shot_noise": (500, 250, 125), "speckle_noise": (0.05, 0.1, 0.15)},
+}
+
+
+@pytest.mark.parametrize("params", ["cifar", "tiny"])
+def test_small_set_noise_levels(params):
+    levels = SMALL_NOISE_LEVELS[params]
+    grey = torch.full((2, 1, 48, 48), 0.5)
+    for name, per_difficulty in levels.items():
+        for difficulty, level in enumerate(per_difficulty, start=1):
+            frames = perturbation_frames(grey, name, difficulty=difficulty, params=params, stop=6)
+            assert torch.equal(frames[:, 0], grey)  # frame 0 clean
+            # spread at 0.5: Gaussian sigma, speckle 0.5 sigma, shot noise sqrt(0.5 / c) (Poisson(0.5 c) / c)
+            expected = {"gaussian_noise": level, "speckle_noise": 0.5 * level}.get(name) or math.sqrt(0.5 / level)
+            spread = (frames[:, 1:] - 0.5).std().item()
+            assert abs(spread / expected - 1) < 0.1, (name, difficulty, spread, expected)
+
+
+@pytest.mark.parametrize("params, size, zero", [("cifar", 28, 7), ("cifar", 32, 7), ("tiny", 64, 15)])
+def test_small_set_translate_offsets(params, size, zero):
+    x = _grey_photos(size) if size == 28 else _photos(size)
+    last = num_frames("translate", params) - 1
+    for frame in (0, zero, zero + 3, last):
+        expected = _shifted(x, frame - zero)
+        assert torch.equal(
+            perturbation_frames(x, "translate", params=params, start=frame, stop=frame + 1)[:, 0], expected
+        )
+    # the ends of the sweep: CIFAR-10-P -7 .. +8 px, Tiny-ImageNet-P -15 .. +15 px
+    assert (0 - zero, last - zero) == {"cifar": (-7, 8), "tiny": (-15, 15)}[params]
+
+
+@pytest.mark.parametrize("params", ["cifar", "tiny"])
+def test_small_set_identity_frames(params):
+    x = _photos(32 if params == "cifar" else 64)
+
+    def frame(name, i):
+        return perturbation_frames(x, name, params=params, start=i, stop=i + 1)[:, 0]
+
+    assert torch.equal(frame("rotate", 15), x)
+    assert torch.equal(frame("shear", 15), x)
+    assert torch.equal(frame("brightness", 15), x)
+    assert torch.equal(frame("zoom_blur", 0), x)
+    # scale 1: CIFAR-10-P (2 * 15 + 70) / 100, Tiny-ImageNet-P (2.5 * 24 + 40) / 100
+    assert torch.equal(frame("scale", 15 if params == "cifar" else 24), x)
+    assert not torch.equal(frame("scale", 14), x)
+
+
+def test_cifar_schedules():
+    x = _photos(32)
+
+    def frame(name, i, params="cifar"):
+        return perturbation_frames(x, name, params=params, start=i, stop=i + 1)[:, 0]
+
+    # motion blur: radius 6, sigma 1.8, angle 9 (i - 20) degrees
+    assert torch.equal(frame("motion_blur", 20), apply_motion_blur(x, 6, 1.8, [0.0] * 3))
+    assert torch.equal(frame("motion_blur", 0), apply_motion_blur(x, 6, 1.8, [-180.0] * 3))
+    # brightness: 1.5 % of the value range per frame
+    for i in (0, 9, 30):
+        assert torch.allclose(frame("brightness", i).amax(1), (x.amax(1) + 0.015 * (i - 15)).clamp(0, 1), atol=1e-5)
+    # tilt: 0.75 degree per frame, so CIFAR frame 27 (9 degrees) is ImageNet frame 24
+    assert torch.equal(frame("tilt", 27), frame("tilt", 24, "imagenet"))
+    assert torch.equal(frame("tilt", 3), frame("tilt", 6, "imagenet"))
+    # scale: 0.70 .. 1.30 in steps of 0.02; frame 5 (0.8) is ImageNet's frame 16 ((2.5 * 16 + 40) / 100)
+    assert torch.equal(frame("scale", 5), frame("scale", 16, "imagenet"))
+    # rotation and shear: one degree per frame as in ImageNet-P
+    assert torch.equal(frame("rotate", 4), frame("rotate", 4, "imagenet"))
+    assert torch.equal(frame("shear", 29), frame("shear", 29, "imagenet"))
+
+
+@pytest.mark.parametrize("params, start, step, truncate", [("cifar", 0.3, 0.015, 7.0), ("tiny", 0.35, 0.014, 7.0)])
+def test_small_set_gaussian_blur_matches_skimage(params, start, step, truncate):
+    from skimage.filters import gaussian
+
+    arr = _photo("chelsea", 32, 40)
+    frames = perturbation_frames(_batch(arr), "gaussian_blur", params=params)[0]
+    for i in (0, 17, 30):
+        ref = gaussian(arr / 255.0, sigma=start + step * i, truncate=truncate, channel_axis=-1, mode="nearest")
+        assert np.abs(_hwc255(frames[i]) / 255 - ref).max() < 1e-5, i
+
+
+@pytest.mark.parametrize(
+    "params, snow, radius, sigma, step",
+    [("cifar", (0.05, 0.3, 2, 0.5, 10, 2, 0.85), 6, 1.8, 9), ("tiny", (0.05, 0.28, 2, 0.5, 10, 2.5, 0.85), 14, 3, 5)],
+)
+def test_small_set_snow_and_motion_blur(params, snow, radius, sigma, step):
+    from noise.natural.motion import apply_snow
+
+    x = _photos(32 if params == "cifar" else 64)[:2]
+    frames = perturbation_frames(x, "snow", params=params, seed=2, sample_ids=[4, 5])
+    normal = SampleRNG(2, [4, 5], "imagenet_p", "snow", 1).randn(tuple(x.shape[-2:]))
+    for i in (0, 13, 30):  # the same layer in every frame, blurred at 4 i - 150 degrees
+        assert torch.equal(frames[:, i], apply_snow(x, snow, normal, [4.0 * i - 150] * 2))
+    last = num_frames("motion_blur", params) - 1  # angle 0 at the last frame, ``step`` degrees apart
+    blurred = perturbation_frames(x, "motion_blur", params=params, start=last - 1, stop=last + 1)
+    assert torch.equal(blurred[:, 1], apply_motion_blur(x, radius, sigma, [0.0] * 2))
+    assert torch.equal(blurred[:, 0], apply_motion_blur(x, radius, sigma, [float(-step)] * 2))
+
+
+def test_drip_is_numpys_same_convolution():
+    from noise.natural.perturbations import _drip
+
+    layer = np.random.default_rng(0).random((9, 5))
+    for kernel in ((0.2, 0.8), (0.05, 0.1, 0.15, 0.7)):
+        ref = np.apply_along_axis(lambda col, k=kernel: np.convolve(col, k, mode="same"), 0, layer)
+        assert np.allclose(_drip(torch.from_numpy(layer), kernel).numpy(), ref, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("params, loc, scale", [("cifar", 0.6, 0.265), ("tiny", 0.6, 0.25)])
+def test_small_set_spatter_matches_the_original_code(params, loc, scale):
+    """The small scripts' spatter (layer N(loc, scale), blur sigma 1.75, cut at 0.7, drip [0.2, 0.8]) written
+    out with OpenCV and numpy on the same normal draws."""
+    import cv2
+    from skimage.filters import gaussian
+
+    size = 32 if params == "cifar" else 64
+    arr = _photo("coffee", size, size)
+    ours = perturbation_frames(_batch(arr), "spatter", params=params, seed=0, sample_ids=[0], stop=8)[0]
+    normal = SampleRNG(0, [0], "imagenet_p", "spatter", 1).randn((size, size))[0].double().numpy()
+    x = arr.astype(np.float32) / 255
+    layer = gaussian(normal * scale + loc, sigma=1.75)
+    layer[layer < 0.7] = 0
+    assert (layer > 1 / 255).any()  # this seed has drops
+    emboss = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
+    for i in range(8):
+        level = (layer * 255).astype(np.uint8)
+        edges = cv2.distanceTransform(255 - cv2.Canny(level, 50, 150), cv2.DIST_L2, 5)
+        edges = cv2.equalizeHist(cv2.blur(cv2.threshold(edges, 20, 20, cv2.THRESH_TRUNC)[1], (3, 3)).astype(np.uint8))
+        relief = cv2.blur(cv2.filter2D(edges, cv2.CV_8U, emboss), (3, 3)).astype(np.float32)
+        wet = level * relief
+        wet = wet / wet.max() * 0.6 if wet.max() > 0 else wet
+        expected = np.clip(x + wet[..., None] * (np.array([175, 238, 238], dtype=np.float32) / 255), 0, 1)
+        assert np.abs(_hwc255(ours[i]) / 255 - expected).max() < 1e-6, i
+        layer = np.apply_along_axis(lambda col: np.convolve(col, [0.2, 0.8], mode="same"), 0, layer)
+
+
+def test_auto_follows_the_imagenet_c_rule():
+    from noise.natural.params import PARAMETER_SETS, parameter_set
+    from noise.natural.perturbations import resolve_params
+
+    for h, w in ((28, 28), (32, 32), (48, 40), (49, 49), (64, 64), (64, 85), (128, 128), (129, 100), (224, 224)):
+        assert PARAMETER_SETS[resolve_params("auto", h, w)] is parameter_set("auto", h, w), (h, w)
+    assert resolve_params("tiny", 224, 224) == "tiny"
+
+    def frames(x, **kwargs):
+        return perturbation_frames(x, "translate", **kwargs).shape[1]  # 16 / 31 / 41 frames tell the sets apart
+
+    assert frames(_grey_photos(28)[:1], params="auto") == 16  # Fashion-MNIST size: CIFAR
+    assert frames(_photos(32)[:1], params="auto") == 16
+    assert frames(_photos(64)[:1], params="auto") == 31  # Tiny-ImageNet
+    assert frames(torch.zeros(1, 1, 224, 224), params="auto") == 41  # ImageNet
+    assert frames(torch.zeros(1, 1, 256, 256), params="auto", crop=224) == 41
+    assert frames(torch.zeros(1, 1, 72, 96), params="auto", crop=64) == 31  # by the frames' size
+    x = _grey_photos(28)
+    auto = perturbation_frames(x, "shot_noise", params="auto", seed=1, stop=4)
+    assert torch.equal(auto, perturbation_frames(x, "shot_noise", params="cifar", seed=1, stop=4))
+    chunks = list(iter_frames(x, "motion_blur", chunk=8, params="auto"))
+    assert [s for s, _ in chunks] == [0, 8, 16] and chunks[-1][1].shape[1] == 5  # CIFAR's 21 frames
+
+
+@pytest.mark.parametrize("name", P_PERTURBATIONS)
+def test_cifar_chunks_on_fashion_mnist_sized_grey_images(name):
+    x = _grey_photos(28)
+    n = num_frames(name, "cifar")
+    full = perturbation_frames(x, name, seed=1, params="cifar")
+    assert full.shape == (3, n, 1, 28, 28) and full.min() >= 0 and full.max() <= 1
+    chunks = list(iter_frames(x, name, chunk=5, seed=1, params="cifar"))
+    assert [s for s, _ in chunks] == list(range(0, n, 5))
+    assert torch.equal(torch.cat([f for _, f in chunks], dim=1), full)
+    assert torch.equal(perturbation_frames(x, name, seed=1, params="cifar", start=9, stop=16), full[:, 9:16])
+    if name != "spatter":  # the sequence moves (CIFAR's spatter may leave a 28 px photo dry)
+        assert (full[:, 0] - full[:, -1]).abs().amax() > 0.01
+
+
+def test_parameter_set_errors():
+    x = _photos()[:1, :, :16, :16]
+    with pytest.raises(
+        ValueError, match="unknown ImageNet-P parameter set 'mnist'; valid: imagenet, cifar, tiny, auto"
+    ):
+        perturbation_frames(x, "rotate", params="mnist")
+    with pytest.raises(ValueError, match="valid: imagenet, cifar, tiny, auto"):
+        perturbation_frames(x, "rotate", params=None)
+    with pytest.raises(ValueError, match="unknown ImageNet-P parameter set 'CIFAR'"):
+        iter_frames(x, "rotate", params="CIFAR")  # at the call, before iterating
+    with pytest.raises(ValueError, match="unknown ImageNet-P parameter set"):
+        num_frames("rotate", "huge")
+    with pytest.raises(ValueError, match="depends on the image size"):
+        num_frames("rotate", "auto")
+    with pytest.raises(ValueError, match="unknown ImageNet-P parameter set"):
+        from noise.natural.perturbations import resolve_params
+
+        resolve_params("small", 32, 32)
+    with pytest.raises(ValueError, match=r"translate has 16 frames: need 0 <= start <= stop <= 16.*cifar"):
+        perturbation_frames(x, "translate", params="cifar", stop=17)
+    with pytest.raises(ValueError, match="motion_blur has 21 frames"):
+        perturbation_frames(x, "motion_blur", params="auto", start=22)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", P_PERTURBATIONS)
+def test_cuda_cifar_set(name):
+    x = _grey_photos(28)
+    gpu = perturbation_frames(x.cuda(), name, seed=3, params="cifar")
+    assert gpu.device.type == "cuda" and gpu.shape == (3, num_frames(name, "cifar"), 1, 28, 28)
+    chunks = torch.cat([f for _, f in iter_frames(x.cuda(), name, chunk=6, seed=3, params="auto")], dim=1)
+    assert torch.equal(chunks, gpu)
+    if name not in RANDOM:
+        cpu = perturbation_frames(x, name, seed=3, params="cifar")
+        tolerance = 1 / 255 + 1e-4 if name == "motion_blur" else 1e-4
+        assert (gpu.cpu() - cpu).abs().max() <= tolerance

@@ -14,6 +14,7 @@ import torch
 
 from evaluation.metrics import flip_probability, top5_distance
 from evaluation.sequences import TEST_PERTURBATIONS, _pseudo_logits, score_chunks, sequence_rows
+from noise.natural.perturbations import num_frames
 from noise.natural.sequences import chunked
 from robustart import store
 from tests.conftest import run_cli, run_dirs
@@ -110,6 +111,7 @@ def _released_p(root: Path, wnids=("n01440764", "n02123045"), frames=None) -> Pa
     return root
 
 
+@pytest.mark.slow
 def test_released_imagenet_p_videos_through_the_cli(workspace, tmp_path):
     results, _ = workspace
     root = _released_p(tmp_path / "ImageNet-P")
@@ -138,6 +140,7 @@ def test_released_imagenet_p_videos_through_the_cli(workspace, tmp_path):
     _assert_user_error(run_cli(*base[:4], f"data.root={short}", *base[5:]), "has 30 frames; its perturbation has")
 
 
+@pytest.mark.slow
 def test_imagenet_p_on_the_fly_on_fashion_mnist_with_a_baseline_run(workspace):
     """The small-scale P benchmark: sequences generated from Fashion-MNIST for a trained CNN; a second run
     normalises by the first (as a baseline model's run would)."""
@@ -147,7 +150,9 @@ def test_imagenet_p_on_the_fly_on_fashion_mnist_with_a_baseline_run(workspace):
     assert proc.returncode == 0, proc.stderr[-3000:]
     [first] = run_dirs(results)
     frames = pq.read_table(first / store.FRAMES_FILE).to_pandas()
-    assert len(frames) == 8 * (9 * 31 + 41) and set(frames["condition"]) == set(TEST_PERTURBATIONS)
+    # 28 px images get CIFAR-10-P's schedules (auto): 21 motion-blur and 16 translate frames
+    assert len(frames) == 8 * sum(num_frames(p, "cifar") for p in TEST_PERTURBATIONS) == 8 * (8 * 31 + 21 + 16)
+    assert set(frames["condition"]) == set(TEST_PERTURBATIONS)
     # frame 0 of a noise sequence is the clean image: its prediction is the clean one
     preds = pq.read_table(first / store.PREDICTIONS_FILE).to_pandas().set_index("sample_id")["pred"]
     frame0 = frames[(frames.condition == "gaussian_noise") & (frames.frame == 0)].set_index("sample_id")["pred"]
@@ -169,6 +174,7 @@ def test_imagenet_p_on_the_fly_on_fashion_mnist_with_a_baseline_run(workspace):
     assert {"nmfp", "mt5d"} <= set(mine["metric"])
 
 
+@pytest.mark.slow
 def test_imagenet_p_on_imagenet_photos_follows_the_resize_then_crop_protocol(workspace, tmp_path):
     """On ImageNet data the frames are made from the 256 px resize and centre-cropped to the model's 224."""
     from tests.conftest import write_photo_folder

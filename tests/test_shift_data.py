@@ -58,6 +58,7 @@ def test_class_lists_are_the_published_ones():
     assert len(set(shift_wnids("imagenet_a")) & set(shift_wnids("imagenet_o"))) == 59  # as documented
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["imagenet_a", "imagenet_r"])
 def test_masked_sets_score_a_trained_model_in_their_200_classes(workspace, tmp_path, name):
     """A real ImageNet model on real ImageNet photos of the set's classes: a wrong mask or label mapping
@@ -81,6 +82,7 @@ def test_masked_sets_score_a_trained_model_in_their_200_classes(workspace, tmp_p
         assert 0 <= aurra <= 1 and metrics[metrics.metric == "calib_rms"]["value"].item() == 0  # < 200 samples
 
 
+@pytest.mark.slow
 def test_imagenet_o_detection_rows_on_real_images(workspace, tmp_path):
     """In-distribution: ImageNet photos of ImageNet-O's classes from a val folder (other classes there are
     ignored); out-of-distribution: other real photographs in ImageNet-O's layout."""

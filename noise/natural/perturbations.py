@@ -31,6 +31,40 @@ The first ten are the benchmark (:data:`P_TEST`), the last four the validation p
 (:data:`P_VALIDATION`). Only the three noises have difficulties 2 and 3 (the released ``*_2`` and ``*_3``
 folders); the rest have difficulty 1 only.
 
+Parameter sets. The table above is ``params="imagenet"`` (the default). The same authors made smaller
+sequences for CIFAR-10-P (``make_cifar_p.py``, 32 px) and Tiny-ImageNet-P (``make_tinyimagenet_p.py``,
+64 px) with their own constants; ``params="cifar"`` and ``params="tiny"`` use those, and ``params="auto"``
+picks the set by the frames' size (the crop if given, else the images') with the rule ImageNet-C's
+``auto`` uses (:func:`noise.natural.params.parameter_set`: up to 48 px CIFAR, up to 128 px Tiny-ImageNet,
+else ImageNet), so 28 px Fashion-MNIST and 32 px CIFAR get the CIFAR set. Where the sets differ:
+
+=============== ==================================== ==============================================
+perturbation    cifar (32 px)                        tiny (64 px)
+=============== ==================================== ==============================================
+gaussian_noise  σ = 0.02 / 0.04 / 0.06               σ = 0.025 / 0.05 / 0.075
+shot_noise      c = 700 / 400 / 200                  c = 500 / 250 / 125
+speckle_noise   σ = 0.05 / 0.07 / 0.10               as imagenet
+motion_blur     21 frames, radius 6, σ 1.8,          radius 14, σ 3, angle ``5 (i - 30)``°
+                angle ``9 (i - 20)``°
+snow            zoom 2, blur radius 10, σ 2          normal scale 0.28, zoom 2, blur radius 10, σ 2.5
+brightness      ``+ 0.015 (i - 15)``                 as imagenet
+translate       16 frames, shift ``i - 7`` px        31 frames, shift ``i - 15`` px
+tilt            ``0.75 (i - 15)``°                   as imagenet
+scale           ``(2 i + 70) / 100``                 as imagenet
+gaussian_blur   σ = ``0.3 + 0.015 i``, truncate 7    σ = ``0.35 + 0.014 i``, truncate 7
+spatter         N(0.6, 0.265), blur σ 1.75, cut 0.7, N(0.6, 0.25), blur σ 1.75, cut 0.7,
+                drip ``[0.2, 0.8]``                  drip ``[0.2, 0.8]``
+=============== ==================================== ==============================================
+
+zoom_blur, rotate and shear are the same in all three sets (the full constants are in
+:data:`P_PARAMETER_SETS`). Neither small script scales its schedule to a larger image first: CIFAR-10-P
+perturbs the 32 px image itself (its ``CenterCrop(32)`` is a no-op), and Tiny-ImageNet-P resizes the shorter
+side to 64 px, applies the geometric perturbations to that image and centre-crops 64 x 64 (a margin only
+along the longer side), which ``crop=64`` on such images reproduces. One exception: Tiny-ImageNet-P blurred
+the *full-resolution* image (radius 14, σ 3) and resized the result to 64 px, so its blur was weaker at
+64 px by the unknown resize factor; here, with only the given image at hand, the published radius and σ act
+on the given image (as strong as Tiny-ImageNet-C's severity-5 motion blur, radius 12, σ 3).
+
 Protocol and crop. The original resizes each image to 256 px (shorter side), applies the geometric
 perturbations (translate, rotate, tilt, scale, shear, and zoom_blur, whose zoom is a torchvision affine
 too) to that image and cuts the centre 224 x 224 out of every frame, while the other perturbations start
@@ -57,6 +91,8 @@ and snow), which :func:`noise.natural.motion.apply_motion_blur` reproduces.
 >>> from noise.natural.perturbations import perturbation_frames
 >>> perturbation_frames(torch.rand(2, 3, 64, 64), "rotate").shape
 torch.Size([2, 31, 3, 64, 64])
+>>> perturbation_frames(torch.rand(2, 1, 28, 28), "translate", params="auto").shape  # the CIFAR set
+torch.Size([2, 16, 1, 28, 28])
 """
 
 from __future__ import annotations
@@ -71,6 +107,7 @@ import torch.nn.functional as F
 from noise.natural import corruptions
 from noise.natural.blur import gaussian_filter
 from noise.natural.motion import apply_motion_blur, apply_snow
+from noise.natural.params import PARAMETER_SETS, parameter_set
 from noise.natural.weather import _WATER, _water_relief
 from noise.seeding import SampleRNG
 from noise.threads import cpu_map
@@ -79,12 +116,14 @@ __all__ = [
     "DIFFICULTIES",
     "GEOMETRIC_PERTURBATIONS",
     "NOISE_PERTURBATIONS",
+    "P_PARAMETER_SETS",
     "P_PERTURBATIONS",
     "P_TEST",
     "P_VALIDATION",
     "iter_frames",
     "num_frames",
     "perturbation_frames",
+    "resolve_params",
 ]
 
 #: the ten benchmark perturbations of ImageNet-P
@@ -109,36 +148,142 @@ DIFFICULTIES = (1, 2, 3)
 #: perturbations the original applies to the full (256 px) image before its centre crop
 GEOMETRIC_PERTURBATIONS = ("zoom_blur", "translate", "rotate", "tilt", "scale", "shear")
 
-# noise level per difficulty 1..3
-_NOISE_LEVELS = {
-    "gaussian_noise": (0.03, 0.05, 0.08),
-    "shot_noise": (300, 120, 60),
-    "speckle_noise": (0.05, 0.10, 0.15),
-}
 _NOISE_FUNCTIONS = {
     "gaussian_noise": corruptions.gaussian_noise,
     "shot_noise": corruptions.shot_noise,
     "speckle_noise": corruptions.speckle_noise,
 }
-# snow: (loc, scale, zoom, threshold, blur radius, blur sigma, mix), as noise.natural.motion.apply_snow takes it
-_SNOW = (0.05, 0.3, 3, 0.5, 14, 4, 0.85)
-# spatter: the liquid layer's normal (loc, scale), its blur sigma and threshold, the dripping kernel, intensity
-_SPATTER_LOC, _SPATTER_SCALE, _SPATTER_SIGMA, _SPATTER_THRESHOLD = 0.65, 0.27, 3.7, 0.69
-_DRIP = (0.05, 0.1, 0.15, 0.7)
-_SPATTER_INTENSITY = 0.6
+
+# Per-frame schedules, one dict per parameter set and perturbation. Frame i of a sequence uses:
+#   levels                     noise level of difficulty 1 / 2 / 3 (Gaussian and speckle σ, shot-noise photon count)
+#   radius, sigma, step, zero  motion blur of angle (i - zero) * step degrees
+#   step (zoom_blur)           the running mean of the image zoomed by 1 + step * k, k = 0..i
+#   layer, start, step (snow)  apply_snow's (loc, scale, zoom, threshold, blur radius, blur sigma, mix); angle
+#                              start + step * i degrees
+#   step, zero (brightness)    HSV value + (i - zero) * step / 100
+#   zero (translate)           shift by i - zero pixels along x
+#   step, zero                 rotate, tilt, shear by step * (i - zero) degrees
+#   start, step (scale)        zoom by (i * step + start) / 100
+#   start, step, truncate      Gaussian blur of sigma start + step * i, cut at truncate sigmas
+#   loc, scale, sigma, threshold, drip, intensity
+#                              spatter: liquid layer N(loc, scale) blurred by sigma, zero below threshold, dripping by
+#                              np.convolve(column, drip, "same") once per frame, drops at intensity
+# The constants are the original scripts' (hendrycks/robustness, ImageNet-P/create_p/), written in the same
+# arithmetic order, so each frame's parameter is the same float as there.
+
+# make_imagenet_p.py: 224 px crops of 256 px resizes
+_IMAGENET_P: dict[str, dict] = {
+    "gaussian_noise": {"frames": 31, "levels": (0.03, 0.05, 0.08)},
+    "shot_noise": {"frames": 31, "levels": (300, 120, 60)},
+    "speckle_noise": {"frames": 31, "levels": (0.05, 0.10, 0.15)},
+    "motion_blur": {"frames": 31, "radius": 10, "sigma": 3, "step": 4, "zero": 30},
+    "zoom_blur": {"frames": 31, "step": 0.004},
+    "snow": {"frames": 31, "layer": (0.05, 0.3, 3, 0.5, 14, 4, 0.85), "start": -150, "step": 4},
+    "brightness": {"frames": 31, "step": 2, "zero": 15},
+    "translate": {"frames": 41, "zero": 20},
+    "rotate": {"frames": 31, "step": 1, "zero": 15},
+    "tilt": {"frames": 31, "step": 1, "zero": 15},
+    "scale": {"frames": 31, "start": 40, "step": 2.5},
+    "gaussian_blur": {"frames": 31, "start": 0.25, "step": 0.035, "truncate": 6.0},
+    "spatter": {
+        "frames": 31, "loc": 0.65, "scale": 0.27, "sigma": 3.7, "threshold": 0.69,
+        "drip": (0.05, 0.1, 0.15, 0.7), "intensity": 0.6,
+    },
+    "shear": {"frames": 31, "step": 1, "zero": 15},
+}  # fmt: skip
+
+# make_cifar_p.py: CIFAR-10 test images (32 px) as they are
+_CIFAR_P: dict[str, dict] = {
+    "gaussian_noise": {"frames": 31, "levels": (0.02, 0.04, 0.06)},
+    "shot_noise": {"frames": 31, "levels": (700, 400, 200)},
+    "speckle_noise": {"frames": 31, "levels": (0.05, 0.07, 0.1)},
+    "motion_blur": {"frames": 21, "radius": 6, "sigma": 1.8, "step": 9, "zero": 20},
+    "zoom_blur": {"frames": 31, "step": 0.004},
+    "snow": {"frames": 31, "layer": (0.05, 0.3, 2, 0.5, 10, 2, 0.85), "start": -150, "step": 4},
+    "brightness": {"frames": 31, "step": 1.5, "zero": 15},
+    "translate": {"frames": 16, "zero": 7},
+    "rotate": {"frames": 31, "step": 1, "zero": 15},
+    "tilt": {"frames": 31, "step": 0.75, "zero": 15},
+    "scale": {"frames": 31, "start": 70, "step": 2},
+    "gaussian_blur": {"frames": 31, "start": 0.3, "step": 0.015, "truncate": 7.0},
+    "spatter": {
+        "frames": 31, "loc": 0.6, "scale": 0.265, "sigma": 1.75, "threshold": 0.7,
+        "drip": (0.2, 0.8), "intensity": 0.6,
+    },
+    "shear": {"frames": 31, "step": 1, "zero": 15},
+}  # fmt: skip
+
+# make_tinyimagenet_p.py: 64 px (shorter side) resizes, centre-cropped to 64 x 64. Its motion blur acted on the
+# full-resolution image before the resize; here the same radius and sigma act on the given image.
+_TINY_P: dict[str, dict] = {
+    "gaussian_noise": {"frames": 31, "levels": (0.025, 0.05, 0.075)},
+    "shot_noise": {"frames": 31, "levels": (500, 250, 125)},
+    "speckle_noise": {"frames": 31, "levels": (0.05, 0.1, 0.15)},
+    "motion_blur": {"frames": 31, "radius": 14, "sigma": 3, "step": 5, "zero": 30},
+    "zoom_blur": {"frames": 31, "step": 0.004},
+    "snow": {"frames": 31, "layer": (0.05, 0.28, 2, 0.5, 10, 2.5, 0.85), "start": -150, "step": 4},
+    "brightness": {"frames": 31, "step": 2, "zero": 15},
+    "translate": {"frames": 31, "zero": 15},
+    "rotate": {"frames": 31, "step": 1, "zero": 15},
+    "tilt": {"frames": 31, "step": 1, "zero": 15},
+    "scale": {"frames": 31, "start": 40, "step": 2.5},
+    "gaussian_blur": {"frames": 31, "start": 0.35, "step": 0.014, "truncate": 7.0},
+    "spatter": {
+        "frames": 31, "loc": 0.6, "scale": 0.25, "sigma": 1.75, "threshold": 0.7,
+        "drip": (0.2, 0.8), "intensity": 0.6,
+    },
+    "shear": {"frames": 31, "step": 1, "zero": 15},
+}  # fmt: skip
+
+#: the per-frame schedules of each parameter set (``imagenet``, ``cifar``, ``tiny``), per perturbation
+P_PARAMETER_SETS: dict[str, dict[str, dict]] = {"imagenet": _IMAGENET_P, "cifar": _CIFAR_P, "tiny": _TINY_P}
+_PARAMS_CHOICES = (*P_PARAMETER_SETS, "auto")
 
 
-def num_frames(name: str) -> int:
-    """Frames in an ImageNet-P sequence: 41 for translate, 31 for every other perturbation.
+def _unknown_params(params: object) -> ValueError:
+    return ValueError(f"unknown ImageNet-P parameter set {params!r}; valid: {', '.join(_PARAMS_CHOICES)}")
+
+
+def resolve_params(params: str, height: int, width: int) -> str:
+    """The parameter set ``params`` stands for on ``height x width`` frames: ``imagenet``, ``cifar`` or ``tiny``.
+
+    ``auto`` follows ImageNet-C's rule (:func:`noise.natural.params.parameter_set`): CIFAR's set up to 48 px
+    (the longer side), Tiny-ImageNet's up to 128 px, ImageNet's above.
+
+    Raises:
+        ValueError: for a name other than ``imagenet``, ``cifar``, ``tiny`` and ``auto``.
+    """
+    if not isinstance(params, str) or params not in _PARAMS_CHOICES:
+        raise _unknown_params(params)
+    if params != "auto":
+        return params
+    chosen = parameter_set("auto", height, width)  # ImageNet-C's table for that size: take its name
+    return next(key for key, table in PARAMETER_SETS.items() if table is chosen)
+
+
+def num_frames(name: str, params: str = "imagenet") -> int:
+    """Frames in an ImageNet-P sequence of parameter set ``params``.
+
+    ``imagenet`` and ``tiny``: 31 for every perturbation except translate (41 and 31); ``cifar``: 31 except
+    motion_blur (21) and translate (16).
 
     Args:
         name: perturbation name (one of :data:`P_PERTURBATIONS`).
+        params: ``imagenet``, ``cifar`` or ``tiny`` (``auto`` depends on the image size: pass
+            :func:`resolve_params`' answer).
 
     Raises:
-        ValueError: for an unknown name.
+        ValueError: for an unknown name or parameter set, or ``auto``.
     """
     _check_name(name)
-    return 41 if name == "translate" else 31
+    if params == "auto":
+        raise ValueError(
+            "num_frames needs a concrete parameter set (imagenet, cifar, tiny); 'auto' depends on the image size: "
+            "use resolve_params('auto', height, width)"
+        )
+    if not isinstance(params, str) or params not in P_PARAMETER_SETS:
+        raise _unknown_params(params)
+    return P_PARAMETER_SETS[params][name]["frames"]
 
 
 def _check_name(name: str) -> None:
@@ -328,18 +473,20 @@ class _Sampler:
 # ----------------------------------------------------------------------------------------------
 
 
-def _drip(layer: torch.Tensor) -> torch.Tensor:
-    """One step of spatter's dripping: ``np.convolve(column, [0.05, 0.1, 0.15, 0.7], mode="same")`` down every
-    column of ``(..., H, W)``, i.e. ``out[r] = 0.05 a[r + 1] + 0.1 a[r] + 0.15 a[r - 1] + 0.7 a[r - 2]`` with
-    zeros beyond the image: most of the liquid moves two rows down."""
-    padded = F.pad(layer, (0, 0, 2, 1))
+def _drip(layer: torch.Tensor, kernel: Sequence[float]) -> torch.Tensor:
+    """One step of spatter's dripping: ``np.convolve(column, kernel, mode="same")`` down every column of
+    ``(..., H, W)``, zeros beyond the image. For a kernel of ``L`` taps that is
+    ``out[r] = sum_t kernel[t] a[r + (L - 1) // 2 - t]``: with ImageNet's ``[0.05, 0.1, 0.15, 0.7]``,
+    ``0.05 a[r + 1] + 0.1 a[r] + 0.15 a[r - 1] + 0.7 a[r - 2]`` (most of the liquid moves two rows down); with
+    the small sets' ``[0.2, 0.8]``, ``0.2 a[r] + 0.8 a[r - 1]`` (one row down)."""
+    taps = len(kernel)
+    below = (taps - 1) // 2
+    padded = F.pad(layer, (0, 0, taps - 1 - below, below))
     h = layer.shape[-2]
-    return (
-        _DRIP[0] * padded[..., 3 : 3 + h, :]
-        + _DRIP[1] * padded[..., 2 : 2 + h, :]
-        + _DRIP[2] * padded[..., 1 : 1 + h, :]
-        + _DRIP[3] * padded[..., 0:h, :]
-    )
+    out = kernel[0] * padded[..., taps - 1 : taps - 1 + h, :]
+    for t in range(1, taps):  # summed left to right, as the expression written out
+        out = out + kernel[t] * padded[..., taps - 1 - t : taps - 1 - t + h, :]
+    return out
 
 
 class _Sequence:
@@ -357,8 +504,10 @@ class _Sequence:
         seed: int,
         ids: Sequence[int],
         crop: int | None,
+        params: str = "imagenet",
     ):
         self.name, self.difficulty, self.seed, self.ids = name, difficulty, seed, list(ids)
+        self.p = P_PARAMETER_SETS[params][name]  # this perturbation's schedule
         self.full = images.to(torch.float32).contiguous()
         self.device = images.device
         self.window = _centre_window(images.shape[-2], images.shape[-1], crop)
@@ -389,7 +538,7 @@ class _Sequence:
     def _noise(self, i: int) -> torch.Tensor:
         if i == 0:
             return self.crop
-        level = _NOISE_LEVELS[self.name][self.difficulty - 1]
+        level = self.p["levels"][self.difficulty - 1]
         return _NOISE_FUNCTIONS[self.name](self.crop, level, self._rng("frame", i))
 
     _gaussian_noise = _shot_noise = _speckle_noise = _noise
@@ -397,34 +546,40 @@ class _Sequence:
     # photometric, on the crop ---------------------------------------------------------------------
 
     def _motion_blur(self, i: int) -> torch.Tensor:
-        return apply_motion_blur(self.crop, 10, 3, [float((i - 30) * 4)] * len(self.crop))
+        p = self.p
+        return apply_motion_blur(
+            self.crop, p["radius"], p["sigma"], [float((i - p["zero"]) * p["step"])] * len(self.crop)
+        )
 
     def _snow(self, i: int) -> torch.Tensor:
         if self._layer is None:  # one layer per image for the whole sequence
             self._layer = self._rng().randn(tuple(self.crop.shape[-2:]))
-        return apply_snow(self.crop, _SNOW, self._layer, [float(4 * i - 150)] * len(self.crop))
+        angle = float(self.p["step"] * i + self.p["start"])
+        return apply_snow(self.crop, self.p["layer"], self._layer, [angle] * len(self.crop))
 
     def _brightness(self, i: int) -> torch.Tensor:
         # corruptions.brightness scales each pixel by V' / V; for negative shifts V' = V + c goes below 0
         # where V < -c, and the final clip turns those pixels black, as the original's clip of V to [0, 1]
-        return corruptions.brightness(self.crop, (i - 15) * 2 / 100)
+        return corruptions.brightness(self.crop, (i - self.p["zero"]) * self.p["step"] / 100)
 
     def _gaussian_blur(self, i: int) -> torch.Tensor:
         # skimage's gaussian(sigma, truncate=6.0): mode "nearest"; each channel separately
-        return gaussian_filter(self.crop, 0.25 + 0.035 * i, 6.0, "nearest").clamp_(0, 1)
+        p = self.p
+        return gaussian_filter(self.crop, p["start"] + p["step"] * i, p["truncate"], "nearest").clamp_(0, 1)
 
     def _spatter(self, i: int) -> torch.Tensor:
         if self._layer is None or i < self._position:
-            # float64 as the original's numpy layer: N(0.65, 0.27), skimage gaussian (nearest, truncate 4)
+            # float64 as the original's numpy layer: N(loc, scale), skimage gaussian (nearest, truncate 4)
+            p = self.p
             normal = self._rng().randn(tuple(self.crop.shape[-2:])).to(self.device, torch.float64)
-            layer = (normal * _SPATTER_SCALE + _SPATTER_LOC)[:, None]
+            layer = (normal * p["scale"] + p["loc"])[:, None]
             # one image at a time: on a GPU the filter is a matrix product whose rounding may depend on the
             # batch size, and a last-bit change can move a pixel across an 8-bit level of the relief
-            layer = torch.cat([gaussian_filter(one[None], _SPATTER_SIGMA) for one in layer])
-            self._layer = torch.where(layer < _SPATTER_THRESHOLD, torch.zeros_like(layer), layer)
+            layer = torch.cat([gaussian_filter(one[None], p["sigma"]) for one in layer])
+            self._layer = torch.where(layer < p["threshold"], torch.zeros_like(layer), layer)
             self._position = 0
         while self._position < i:  # frame i shows the layer after i drips
-            self._layer = _drip(self._layer)
+            self._layer = _drip(self._layer, self.p["drip"])
             self._position += 1
         return self._water(self._layer)
 
@@ -442,9 +597,13 @@ class _Sequence:
 
         masks = torch.from_numpy(np.stack(cpu_map(mask, liquid8)))[:, None].to(self.device)
         colour = torch.tensor(_WATER, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        return (self.crop + masks * _SPATTER_INTENSITY * colour[:, : self.crop.shape[1]]).clamp_(0, 1)
+        return (self.crop + masks * self.p["intensity"] * colour[:, : self.crop.shape[1]]).clamp_(0, 1)
 
     # geometric, on the full image, sampled on the crop window -----------------------------------
+
+    def _degrees(self, i: int) -> float:
+        """rotate's, tilt's and shear's angle at frame ``i``: ``step (i - zero)`` (an int for a step of 1)."""
+        return self.p["step"] * (i - self.p["zero"])
 
     def _zoom_blur(self, i: int) -> torch.Tensor:
         if self._sum is None or i < self._position:
@@ -452,7 +611,7 @@ class _Sequence:
         h, w = self.full.shape[-2:]
         while self._position <= i:
             # torchvision affine, scale 1 + 0.004 k, bilinear; summed in float32 as the original's ToTensor
-            zoom = 1 + 0.004 * self._position
+            zoom = 1 + self.p["step"] * self._position
             self._sum += self._sampler.pil_affine(_torchvision_affine_inverse(h, w, scale=zoom))
             self._position += 1
         return self._sum / (i + 1)
@@ -460,23 +619,25 @@ class _Sequence:
     def _translate(self, i: int) -> torch.Tensor:
         # torchvision's affine without resample= uses PIL's NEAREST
         h, w = self.full.shape[-2:]
-        return self._sampler.pil_affine(_torchvision_affine_inverse(h, w, translate=(i - 20, 0)), nearest=True)
+        shift = (i - self.p["zero"], 0)
+        return self._sampler.pil_affine(_torchvision_affine_inverse(h, w, translate=shift), nearest=True)
 
     def _rotate(self, i: int) -> torch.Tensor:
         h, w = self.full.shape[-2:]
-        return self._sampler.pil_affine(_torchvision_affine_inverse(h, w, angle=i - 15))
+        return self._sampler.pil_affine(_torchvision_affine_inverse(h, w, angle=self._degrees(i)))
 
     def _scale(self, i: int) -> torch.Tensor:
         h, w = self.full.shape[-2:]
-        return self._sampler.pil_affine(_torchvision_affine_inverse(h, w, scale=(i * 2.5 + 40) / 100.0))
+        zoom = (i * self.p["step"] + self.p["start"]) / 100.0
+        return self._sampler.pil_affine(_torchvision_affine_inverse(h, w, scale=zoom))
 
     def _shear(self, i: int) -> torch.Tensor:
         h, w = self.full.shape[-2:]
-        return self._sampler.pil_affine(_torchvision_affine_inverse(h, w, shear=i - 15))
+        return self._sampler.pil_affine(_torchvision_affine_inverse(h, w, shear=self._degrees(i)))
 
     def _tilt(self, i: int) -> torch.Tensor:
         h, w = self.full.shape[-2:]
-        return self._sampler.cv2_perspective(_tilt_matrix(h, w, i - 15))
+        return self._sampler.cv2_perspective(_tilt_matrix(h, w, self._degrees(i)))
 
 
 def _prepare(
@@ -488,23 +649,30 @@ def _prepare(
     start: int,
     stop: int | None,
     crop: int | None,
+    params: str = "imagenet",
 ) -> tuple[_Sequence, int, int]:
     """Check every argument and set up the sequences; returns ``(sequence, start, stop)``."""
     _check_name(name)
     _check_difficulty(name, difficulty)
+    if not isinstance(params, str) or params not in _PARAMS_CHOICES:
+        raise _unknown_params(params)
     _check_images(images)
-    n = num_frames(name)
+    _, _, frame_h, frame_w = _centre_window(images.shape[-2], images.shape[-1], crop)  # checks crop
+    params = resolve_params(params, frame_h, frame_w)  # "auto": by the frames' size
+    n = num_frames(name, params)
     stop = n if stop is None else stop
     for value in (start, stop):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"start and stop must be integers, got start={start!r}, stop={stop!r}")
     if not 0 <= start <= stop <= n:
-        raise ValueError(f"{name} has {n} frames: need 0 <= start <= stop <= {n}, got start={start}, stop={stop}")
-    _centre_window(images.shape[-2], images.shape[-1], crop)  # checks crop
+        raise ValueError(
+            f"{name} has {n} frames: need 0 <= start <= stop <= {n}, got start={start}, stop={stop} "
+            f"(parameter set {params})"
+        )
     ids = range(len(images)) if sample_ids is None else [int(i) for i in sample_ids]
     if len(ids) != len(images):
         raise ValueError(f"got {len(ids)} sample_ids for {len(images)} images")
-    return _Sequence(images, name, difficulty, seed, ids, crop), start, stop
+    return _Sequence(images, name, difficulty, seed, ids, crop, params), start, stop
 
 
 def perturbation_frames(
@@ -517,6 +685,7 @@ def perturbation_frames(
     start: int = 0,
     stop: int | None = None,
     crop: int | None = None,
+    params: str = "imagenet",
 ) -> torch.Tensor:
     """Frames ``start .. stop - 1`` of each image's ImageNet-P sequence (Hendrycks & Dietterich, ICLR 2019).
 
@@ -527,36 +696,43 @@ def perturbation_frames(
         seed: base seed; see the module notes for how frames draw their randomness.
         sample_ids: one id per image (default ``0 .. N - 1``); an id always gets the same sequence.
         start: first frame.
-        stop: one past the last frame (default :func:`num_frames`).
+        stop: one past the last frame (default :func:`num_frames` of the parameter set).
         crop: side of a centre crop taken from every frame. The geometric perturbations
             (:data:`GEOMETRIC_PERTURBATIONS`) act on the full images and the crop is cut from their result;
             the others act on the crop. ``crop=224`` on 256 px images is the original's protocol.
+        params: the schedules (:data:`P_PARAMETER_SETS`): ``imagenet`` (ImageNet-P, 224 px), ``cifar``
+            (CIFAR-10-P, 32 px), ``tiny`` (Tiny-ImageNet-P, 64 px), or ``auto`` to choose by the frames' size
+            (:func:`resolve_params`).
 
     Returns:
         float32 ``(N, stop - start, C, H', W')`` on the images' device, values in [0, 1]; ``H' = W' = crop``
         if given, else the images' size.
 
     Raises:
-        ValueError: for an unknown name, a difficulty the perturbation lacks, images that are not a float
-            NCHW batch in [0, 1] with 1 or 3 channels, a frame range outside ``0 .. num_frames(name)``, a crop
-            larger than the images, or as many sample ids as images.
+        ValueError: for an unknown name or parameter set, a difficulty the perturbation lacks, images that
+            are not a float NCHW batch in [0, 1] with 1 or 3 channels, a frame range outside
+            ``0 .. num_frames(name, params)``, a crop larger than the images, or a number of sample ids other
+            than the number of images.
     """
-    sequence, start, stop = _prepare(images, name, difficulty, seed, sample_ids, start, stop, crop)
+    sequence, start, stop = _prepare(images, name, difficulty, seed, sample_ids, start, stop, crop, params)
     return sequence.frames(start, stop)
 
 
-def iter_frames(images: torch.Tensor, name: str, *, chunk: int = 8, **kwargs) -> Iterator[tuple[int, torch.Tensor]]:
+def iter_frames(
+    images: torch.Tensor, name: str, *, chunk: int = 8, params: str = "imagenet", **kwargs
+) -> Iterator[tuple[int, torch.Tensor]]:
     """Walk through the sequences in chunks of frames, for a model that consumes them with bounded memory.
 
     Yields ``(start, frames)`` with ``frames`` as :func:`perturbation_frames` returns frames
     ``start .. start + chunk - 1`` (fewer at the end), covering frames ``kwargs.get("start", 0)`` to
-    ``kwargs.get("stop", num_frames(name))``. The frames equal those of a single call; zoom_blur's running
+    ``kwargs.get("stop", num_frames(name, params))``. The frames equal those of a single call; zoom_blur's running
     mean and spatter's dripping carry over from one chunk to the next instead of starting again.
 
     Args:
         images: as for :func:`perturbation_frames`.
         name: perturbation name.
         chunk: frames per chunk, at least 1.
+        params: parameter set, as for :func:`perturbation_frames`.
         **kwargs: ``difficulty``, ``seed``, ``sample_ids``, ``start``, ``stop``, ``crop`` of
             :func:`perturbation_frames`.
 
@@ -578,6 +754,7 @@ def iter_frames(images: torch.Tensor, name: str, *, chunk: int = 8, **kwargs) ->
         kwargs.get("start", 0),
         kwargs.get("stop"),
         kwargs.get("crop"),
+        params,
     )
 
     def chunks() -> Iterator[tuple[int, torch.Tensor]]:

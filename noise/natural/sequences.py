@@ -24,9 +24,15 @@ class SequenceNoise:
 
     def __init__(
         self, name: str, perturbations: Sequence[str], difficulties: Sequence[int], seed: int, chunk: int,
-        baseline_run: str | None,
+        baseline_run: str | None, params: str = "auto",
     ) -> None:  # fmt: skip
-        from noise.natural.perturbations import NOISE_PERTURBATIONS, P_PERTURBATIONS
+        from noise.natural.perturbations import NOISE_PERTURBATIONS, P_PARAMETER_SETS, P_PERTURBATIONS
+
+        if params != "auto" and params not in P_PARAMETER_SETS:
+            raise ValueError(
+                f"noise {name!r}: unknown parameter set {params!r}; valid: auto, {', '.join(P_PARAMETER_SETS)}"
+            )
+        self.params = params
 
         unknown = [p for p in perturbations if p not in P_PERTURBATIONS]
         if unknown or not perturbations:
@@ -70,6 +76,7 @@ class SequenceNoise:
             sample_ids=ids,
             chunk=self.chunk,
             crop=self.crop,
+            params=self.params,
         )
 
 
@@ -86,12 +93,17 @@ def imagenet_p(
     seed: int = 0,
     chunk: int = 8,
     baseline_run: str | None = None,
+    params: str = "auto",
 ) -> SequenceNoise:
     """ImageNet-P perturbation sequences (the 10 test perturbations by default), scored frame by frame.
 
     ``baseline_run`` names a finished run of another model on the same perturbations (its folder, or its
-    run id in the results folder) whose ``fp`` and ``t5d`` normalise ``nmfp`` and ``mt5d``.
+    run id in the results folder) whose ``fp`` and ``t5d`` normalise ``nmfp`` and ``mt5d``. ``params`` picks the
+    schedules: ``imagenet`` (ImageNet-P), ``cifar`` (CIFAR-10-P), ``tiny`` (Tiny-ImageNet-P) or ``auto`` (by
+    the frames' size, as ImageNet-C's parameter sets).
     """
     from noise.natural.perturbations import P_TEST
 
-    return SequenceNoise("imagenet_p", list(perturbations or P_TEST), list(difficulties), seed, chunk, baseline_run)
+    return SequenceNoise(
+        "imagenet_p", list(perturbations or P_TEST), list(difficulties), seed, chunk, baseline_run, params
+    )
