@@ -106,6 +106,95 @@ class FgsmNoiseConfig:
 
 
 @dataclass
+class PgdL2NoiseConfig:
+    """PGD-L2 via torchattacks; budgets in L2 units on [0, 1] pixels."""
+
+    name: str = "pgd_l2"
+    eps: list[str] = field(default_factory=lambda: ["0.5", "2.0", "8.0"])
+    steps: int = 20
+    rel_stepsize: float = 0.075
+    random_start: bool = True
+    seed: int = 0
+
+
+@dataclass
+class MimNoiseConfig:
+    """Momentum iterative FGSM (Linf) via torchattacks; RobustART's absolute step 0.002."""
+
+    name: str = "mim"
+    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "8/255"])
+    steps: int = 20
+    step_size: str = "0.002"
+    decay: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class ApgdNoiseConfig:
+    """APGD-CE via pyautoattack (``apgd_l1``: the same with the L1 norm and L1 budgets)."""
+
+    name: str = "apgd_ce"
+    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "8/255"])
+    norm: str = "Linf"
+    steps: int = 100
+    restarts: int = 1
+    seed: int = 0
+
+
+@dataclass
+class ApgdL1NoiseConfig:
+    name: str = "apgd_l1"
+    eps: list[str] = field(default_factory=lambda: ["100", "400", "1600"])
+    steps: int = 100
+    restarts: int = 1
+    seed: int = 0
+
+
+@dataclass
+class ApgdTargetedNoiseConfig:
+    """Targeted APGD-DLR via pyautoattack, against the ``target_classes`` likeliest wrong classes."""
+
+    name: str = "apgd_t"
+    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "8/255"])
+    norm: str = "Linf"
+    steps: int = 100
+    target_classes: int = 9
+    seed: int = 0
+
+
+@dataclass
+class FabNoiseConfig:
+    name: str = "fab"
+    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "8/255"])
+    norm: str = "Linf"
+    steps: int = 100
+    restarts: int = 1
+    seed: int = 0
+
+
+@dataclass
+class SquareNoiseConfig:
+    """Square attack (black-box) via pyautoattack; Linf or L2."""
+
+    name: str = "square"
+    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "8/255"])
+    norm: str = "Linf"
+    queries: int = 5000
+    seed: int = 0
+
+
+@dataclass
+class AutoAttackNoiseConfig:
+    """AutoAttack via pyautoattack (standard: APGD-CE, APGD-T, FAB-T, Square)."""
+
+    name: str = "autoattack"
+    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "4/255", "8/255"])
+    norm: str = "Linf"
+    version: str = "standard"
+    seed: int = 0
+
+
+@dataclass
 class SuiteNoiseConfig:
     """Several noises in one run. ``members`` maps a noise name to its options."""
 
@@ -120,6 +209,14 @@ NOISE_SCHEMAS: dict[str, type] = {
     "imagenet_p": PerturbationNoiseConfig,
     "pgd_linf": PgdNoiseConfig,
     "fgsm": FgsmNoiseConfig,
+    "pgd_l2": PgdL2NoiseConfig,
+    "mim": MimNoiseConfig,
+    "apgd_ce": ApgdNoiseConfig,
+    "apgd_l1": ApgdL1NoiseConfig,
+    "apgd_t": ApgdTargetedNoiseConfig,
+    "fab": FabNoiseConfig,
+    "square": SquareNoiseConfig,
+    "autoattack": AutoAttackNoiseConfig,
 }
 
 
@@ -191,3 +288,5 @@ def register_configs() -> None:
     cs.store(name="noise_schema_pgd", node=PgdNoiseConfig)
     cs.store(name="noise_schema_fgsm", node=FgsmNoiseConfig)
     cs.store(name="noise_schema_suite", node=SuiteNoiseConfig)
+    for name in ("pgd_l2", "mim", "apgd_ce", "apgd_l1", "apgd_t", "fab", "square", "autoattack"):
+        cs.store(name=f"noise_schema_{name}", node=NOISE_SCHEMAS[name])

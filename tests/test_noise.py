@@ -35,11 +35,18 @@ def _tiny_model():
     return model_zoo.create_model("small_cnn", in_chans=3, num_classes=10)
 
 
-@pytest.mark.parametrize("name", noise.list_noises())
+#: lighter settings so every registered noise runs here in seconds
+_LIGHT = {"square": {"queries": 200}, "fab": {"steps": 10}, "apgd_ce": {"steps": 10}, "apgd_t": {"steps": 10},
+          "apgd_l1": {"steps": 10}, "autoattack": {"eps": ["8/255"]}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "autoattack" else n for n in noise.list_noises()]
+)
 def test_every_noise_keeps_shape_dtype_range_and_is_deterministic(name):
     options = {"severities": [1, 5]} if name == "imagenet_c" else {}
     if noise.get_noise_entry(name).kind == "adversarial":
-        options = {"eps": ["2/255", "8/255"]}
+        options = {"eps": ["2/255", "8/255"], **_LIGHT.get(name, {})}
     if name == "imagenet_p":
         options = {"perturbations": ["gaussian_noise", "rotate"]}
     n = noise.create_noise(name, **options)

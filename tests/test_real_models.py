@@ -150,3 +150,37 @@ def test_jpeg_pixels_equal_pillows_on_imagenet_samples():
         for image, out in zip(truncated, ours, strict=True):
             ref = _pillow_round_trip(image[..., 0] if image.shape[-1] == 1 else image, 85)
             assert np.abs(out.reshape(ref.shape) - ref).max() < 1e-3
+
+
+@pytest.mark.slow
+def test_pgd_and_autoattack_equal_the_libraries_called_directly():
+    """On pyautoattack's CIFAR-10 ResNet-18 and foolbox's real CIFAR-10 images, the platform's PGD and AutoAttack
+    give the adversarial examples of torchattacks and pyautoattack called directly with the same seeds."""
+    import torchattacks
+    from pyautoattack import AutoAttack
+
+    from noise import Condition, create_noise
+    from noise.seeding import derive_seed
+
+    model = model_zoo.create_model("cifar_resnet18", weights="pretrained").eval()
+    x, y = cifar10_samples()
+    ids = torch.arange(len(x))
+    eps = 8 / 255
+
+    pgd = create_noise("pgd_linf", eps=["8/255"], steps=10, seed=3)
+    ours = pgd.apply(x, y, ids, Condition("pgd_linf", "pgd_linf", eps=eps), model)
+    torch.manual_seed(derive_seed(3, "pgd_linf", eps, 0))  # the per-batch seed the platform documents
+    direct = torchattacks.PGD(model, eps=eps, alpha=0.075 * eps, steps=10, random_start=True)(x, y)
+    assert torch.equal(ours, direct)
+    with torch.no_grad():
+        robust = (model(ours).argmax(1) == y).float().mean().item()
+    assert robust < 0.5  # an undefended model loses most of its 20/20
+
+    aa = create_noise("autoattack", eps=["8/255"], seed=5)
+    ours = aa.apply(x, y, ids, Condition("autoattack", "autoattack", eps=eps), model)
+    attack = AutoAttack(model, eps=eps, norm="Linf", version="standard", seed=5)
+    attack.verbose = False
+    direct, _ = attack.run_standard_evaluation(x, y, batch_size=len(x))
+    with torch.no_grad():
+        ours_acc, direct_acc = ((model(a).argmax(1) == y).float().mean().item() for a in (ours, direct))
+    assert ours_acc == direct_acc and (ours - x).abs().max() <= eps + 1e-6

@@ -1,6 +1,8 @@
-"""Adversarial noise: attacks from torchattacks behind the noise registry.
+"""Adversarial noise: attacks from torchattacks and pyautoattack behind the noise registry.
 
-Budgets are in [0, 1] pixel units and can be written as users write them (``"8/255"``).
+Budgets are in the units of the attack's norm on [0, 1] pixels (Linf at most 1) and can be written as
+users write them (``"8/255"``). The defaults are RobustART's small / mid / large budgets per norm: Linf
+{0.5, 2, 8}/255, L2 {0.5, 2, 8}, L1 {100, 400, 1600} (224 px images).
 
 >>> from noise.adversarial import parse_eps
 >>> round(parse_eps("8/255"), 6)
@@ -39,6 +41,30 @@ def parse_eps(value: float | int | str) -> float:
     return eps
 
 
+NORMS = ("Linf", "L2", "L1")
+
+
+def check_norm(name: str, norm: str, supported: Sequence[str] = NORMS) -> str:
+    """``norm`` if attack ``name`` supports it, else a ValueError listing the ones it does."""
+    if norm not in supported:
+        raise ValueError(f"attack {name!r} does not support norm {norm!r}; supported: {', '.join(supported)}")
+    return norm
+
+
+def check_budgets(name: str, norm: str, eps: Sequence[float]) -> None:
+    """Linf budgets above 1 (the whole pixel range) are a mistake, almost always a missing ``/255``."""
+    if norm == "Linf":
+        large = [e for e in eps if e > 1]
+        if large:
+            raise ValueError(f"attack {name!r}: Linf eps must be at most 1 (pixels are in [0, 1]), got {large}; "
+                             "write budgets like '8/255'")  # fmt: skip
+
+
+def _positive(name: str, what: str, value) -> None:
+    if isinstance(value, bool) or not value > 0:
+        raise ValueError(f"attack {name!r}: {what} must be > 0, got {value!r}")
+
+
 class TorchattacksNoise(Noise):
     """An attack from torchattacks at a list of budgets.
 
@@ -55,13 +81,15 @@ class TorchattacksNoise(Noise):
 
     needs_model = True
 
-    def __init__(self, name: str, build, eps: Sequence[float | str], seed: int = 0) -> None:
+    def __init__(self, name: str, build, eps: Sequence[float | str], seed: int = 0, norm: str = "Linf") -> None:
         if not eps:
             raise ValueError(f"noise {name!r}: eps must list at least one budget")
         self.name = name
         self.build = build
         self.eps = [parse_eps(e) for e in eps]
         self.seed = seed
+        self.norm = check_norm(name, norm)
+        check_budgets(name, norm, self.eps)
 
     def conditions(self) -> list[Condition]:
         return [Condition(self.name, self.name, eps=e) for e in self.eps]
@@ -108,3 +136,194 @@ def fgsm(eps: Sequence[float | str] = ("0.5/255", "2/255", "8/255"), seed: int =
     import torchattacks
 
     return TorchattacksNoise("fgsm", lambda model, e: torchattacks.FGSM(model, eps=e), eps, seed)
+
+
+# ------------------------------------------------------------------------------------- more torchattacks attacks
+
+
+@register_noise("pgd_l2", kind="adversarial")
+def pgd_l2(
+    eps: Sequence[float | str] = ("0.5", "2.0", "8.0"),
+    steps: int = 20,
+    rel_stepsize: float = 3 / 40,
+    random_start: bool = True,
+    seed: int = 0,
+) -> TorchattacksNoise:
+    """PGD with the L2 norm via ``torchattacks.PGDL2``; step = rel_stepsize * eps."""
+    import torchattacks
+
+    _positive("pgd_l2", "steps", steps)
+    _positive("pgd_l2", "rel_stepsize", rel_stepsize)
+
+    def build(model, e):
+        return torchattacks.PGDL2(model, eps=e, alpha=rel_stepsize * e, steps=steps, random_start=random_start)
+
+    return TorchattacksNoise("pgd_l2", build, eps, seed, norm="L2")
+
+
+@register_noise("mim", kind="adversarial")
+def mim(
+    eps: Sequence[float | str] = ("0.5/255", "2/255", "8/255"),
+    steps: int = 20,
+    step_size: float | str = 0.002,
+    decay: float = 1.0,
+    seed: int = 0,
+) -> TorchattacksNoise:
+    """Momentum iterative FGSM (Dong et al., 2018) via ``torchattacks.MIFGSM``, Linf.
+
+    RobustART's settings: 20 steps of an absolute step size 0.002 with decay 1.0 (so at the smallest budget
+    a step exceeds eps; the projection keeps the result inside the ball).
+    """
+    import torchattacks
+
+    _positive("mim", "steps", steps)
+    alpha = parse_eps(step_size)
+    _positive("mim", "step_size", alpha)
+    return TorchattacksNoise(
+        "mim", lambda model, e: torchattacks.MIFGSM(model, eps=e, alpha=alpha, steps=steps, decay=decay), eps, seed
+    )
+
+
+# ---------------------------------------------------------------------------------------------- pyautoattack
+
+
+class _AutoAttackCall:
+    """``attack(images, labels) -> adversarial images`` for a pyautoattack attack object."""
+
+    def __init__(self, attack, method: str) -> None:
+        self.attack, self.method = attack, method
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.method == "standard":
+            adv, _ = self.attack.run_standard_evaluation(images, labels, batch_size=len(images))
+            return adv
+        return self.attack.perturb(images, labels)
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@register_noise("apgd_ce", kind="adversarial")
+def apgd_ce(
+    eps: Sequence[float | str] = ("0.5/255", "2/255", "8/255"),
+    norm: str = "Linf",
+    steps: int = 100,
+    restarts: int = 1,
+    seed: int = 0,
+) -> TorchattacksNoise:
+    """APGD with the cross-entropy loss (Croce & Hein, 2020) via pyautoattack's ``APGDAttack``."""
+    from pyautoattack.autopgd_base import APGDAttack
+
+    check_norm("apgd_ce", norm)
+    _positive("apgd_ce", "steps", steps)
+    _positive("apgd_ce", "restarts", restarts)
+
+    def build(model, e):
+        attack = APGDAttack(model, n_iter=steps, norm=norm, n_restarts=restarts, eps=e, seed=seed, loss="ce",
+                            device=_device(model))  # fmt: skip
+        return _AutoAttackCall(attack, "perturb")
+
+    return TorchattacksNoise("apgd_ce", build, eps, seed, norm=norm)
+
+
+@register_noise("apgd_l1", kind="adversarial")
+def apgd_l1(
+    eps: Sequence[float | str] = ("100", "400", "1600"), steps: int = 100, restarts: int = 1, seed: int = 0
+) -> TorchattacksNoise:
+    """APGD-CE with the L1 norm (Croce & Hein, 2021) via pyautoattack; RobustART's L1 budgets by default."""
+    noise = apgd_ce(eps=eps, norm="L1", steps=steps, restarts=restarts, seed=seed)
+    noise.name = "apgd_l1"
+    return noise
+
+
+@register_noise("apgd_t", kind="adversarial")
+def apgd_t(
+    eps: Sequence[float | str] = ("0.5/255", "2/255", "8/255"),
+    norm: str = "Linf",
+    steps: int = 100,
+    target_classes: int = 9,
+    seed: int = 0,
+) -> TorchattacksNoise:
+    """Targeted APGD with the DLR loss (Croce & Hein, 2020) via pyautoattack's ``APGDAttack_targeted``,
+    against each of the ``target_classes`` most likely wrong classes in turn."""
+    from pyautoattack.autopgd_base import APGDAttack_targeted
+
+    check_norm("apgd_t", norm)
+    _positive("apgd_t", "steps", steps)
+    _positive("apgd_t", "target_classes", target_classes)
+
+    def build(model, e):
+        attack = APGDAttack_targeted(model, n_iter=steps, norm=norm, eps=e, seed=seed, device=_device(model))
+        attack.n_target_classes = target_classes
+        return _AutoAttackCall(attack, "perturb")
+
+    return TorchattacksNoise("apgd_t", build, eps, seed, norm=norm)
+
+
+@register_noise("fab", kind="adversarial")
+def fab(
+    eps: Sequence[float | str] = ("0.5/255", "2/255", "8/255"),
+    norm: str = "Linf",
+    steps: int = 100,
+    restarts: int = 1,
+    seed: int = 0,
+) -> TorchattacksNoise:
+    """FAB (Croce & Hein, 2020), untargeted, via pyautoattack's ``FABAttack_PT``; budget-bounded."""
+    from pyautoattack.fab_pt import FABAttack_PT
+
+    check_norm("fab", norm)
+    _positive("fab", "steps", steps)
+    _positive("fab", "restarts", restarts)
+
+    def build(model, e):
+        attack = FABAttack_PT(model, n_restarts=restarts, n_iter=steps, eps=e, seed=seed, norm=norm,
+                              device=_device(model))  # fmt: skip
+        return _AutoAttackCall(attack, "perturb")
+
+    return TorchattacksNoise("fab", build, eps, seed, norm=norm)
+
+
+@register_noise("square", kind="adversarial")
+def square(
+    eps: Sequence[float | str] = ("0.5/255", "2/255", "8/255"),
+    norm: str = "Linf",
+    queries: int = 5000,
+    seed: int = 0,
+) -> TorchattacksNoise:
+    """Square attack (Andriushchenko et al., 2020), black-box (queries only), via pyautoattack."""
+    from pyautoattack.square import SquareAttack
+
+    check_norm("square", norm, ("Linf", "L2"))
+    _positive("square", "queries", queries)
+
+    def build(model, e):
+        attack = SquareAttack(model, p_init=0.8, n_queries=queries, eps=e, norm=norm, n_restarts=1, seed=seed,
+                              device=_device(model), resc_schedule=False)  # fmt: skip
+        return _AutoAttackCall(attack, "perturb")
+
+    return TorchattacksNoise("square", build, eps, seed, norm=norm)
+
+
+@register_noise("autoattack", kind="adversarial")
+def autoattack(
+    eps: Sequence[float | str] = ("0.5/255", "2/255", "4/255", "8/255"),
+    norm: str = "Linf",
+    version: str = "standard",
+    seed: int = 0,
+) -> TorchattacksNoise:
+    """AutoAttack (Croce & Hein, 2020) via pyautoattack: ``standard`` runs APGD-CE, APGD-T, FAB-T and Square
+    on the samples still unbroken. Defaults: RobustART's Linf budgets plus 4/255 (the common ImageNet
+    budget; 8/255 is CIFAR's)."""
+    from pyautoattack import AutoAttack
+
+    check_norm("autoattack", norm)
+    if version not in ("standard", "plus", "rand"):
+        raise ValueError(f"attack 'autoattack': version must be standard, plus or rand, got {version!r}")
+
+    def build(model, e):
+        attack = AutoAttack(model, eps=e, norm=norm, version=version, seed=seed, device=_device(model))
+        attack.verbose = False
+        return _AutoAttackCall(attack, "standard")
+
+    return TorchattacksNoise("autoattack", build, eps, seed, norm=norm)
