@@ -134,20 +134,23 @@ def _corruption_rows(frame: pd.DataFrame, clean_error: float | None, baseline) -
         if base is not None:
             for name, errs in errors.items():
                 if name in base:
-                    rows.append(_aggregate_row(noise, "ce", corruption_error(errs, base[name]), n, name))
+                    rows.append(aggregate_row(noise, "ce", corruption_error(errs, base[name]), n, name))
         if all(name in errors for name in _benchmark_names()):
-            rows.append(_aggregate_row(noise, "mce_unnormalized", mce_unnormalized(errors), n))
+            rows.append(aggregate_row(noise, "mce_unnormalized", mce_unnormalized(errors), n))
             if base is not None:
-                rows.append(_aggregate_row(noise, "mce", mce(errors, baseline), n))
+                rows.append(aggregate_row(noise, "mce", mce(errors, baseline), n))
                 if clean_error is not None and isinstance(baseline, str):
-                    rows.append(_aggregate_row(noise, "relative_mce", relative_mce(errors, clean_error, baseline), n))
+                    rows.append(aggregate_row(noise, "relative_mce", relative_mce(errors, clean_error, baseline), n))
     return pd.DataFrame(rows, columns=frame.columns)
 
 
-def _aggregate_row(noise: str, metric: str, value: float, n: int, condition: str | None = None) -> dict:
-    """A metric row without a confidence interval (CE and mCE are ratios of error sums, not proportions)."""
-    return dict(noise=noise, condition=condition, severity=None, eps=None, metric=metric, value=value, n=n,
-                ci_low=math.nan, ci_high=math.nan)  # fmt: skip
+def aggregate_row(
+    noise: str, metric: str, value: float, n: int, condition: str | None = None, severity=None, eps=None
+) -> dict:
+    """A metric row without a confidence interval, for values that are not proportions (CE and mCE are ratios
+    of error sums; calibration, detection and sequence metrics are not shares of samples either)."""
+    return dict(noise=noise, condition=condition, severity=severity, eps=eps, metric=metric, value=float(value),
+                n=int(n), ci_low=math.nan, ci_high=math.nan)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- ImageNet-C

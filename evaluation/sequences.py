@@ -146,11 +146,6 @@ def _videos(group: pd.DataFrame, column: str) -> np.ndarray:
     return values.reshape(len(counts), int(counts.iloc[0]), *values.shape[1:])
 
 
-def _row(noise, condition, severity, metric, value, n) -> dict:
-    return dict(noise=noise, condition=condition, severity=severity, eps=None, metric=metric, value=float(value),
-                n=int(n), ci_low=math.nan, ci_high=math.nan)  # fmt: skip
-
-
 def _mean_ratio(values: pd.Series, baseline: pd.Series) -> float:
     """Mean over the test perturbations of ``values / baseline``; NaN if the baseline is 0 for any of them
     (a baseline that never flips cannot normalise)."""
@@ -175,8 +170,9 @@ def sequence_rows(frames: pd.DataFrame, baseline: pd.DataFrame | None = None) ->
         pred = _videos(group, "pred")
         fp = metrics.flip_probability(pred, noise=is_noise, difficulty=step)
         t5d = metrics.top5_distance(_pseudo_logits(_videos(group, "top5")), noise=is_noise, difficulty=step)
-        rows += [_row(noise, name, int(difficulty), "fp", fp, len(pred)),
-                 _row(noise, name, int(difficulty), "t5d", t5d, len(pred))]  # fmt: skip
+        rows += [
+            metrics.aggregate_row(noise, m, v, len(pred), name, int(difficulty)) for m, v in (("fp", fp), ("t5d", t5d))
+        ]
     table = pd.DataFrame(
         rows, columns=["noise", "condition", "severity", "eps", "metric", "value", "n", "ci_low", "ci_high"]
     )
@@ -187,7 +183,9 @@ def sequence_rows(frames: pd.DataFrame, baseline: pd.DataFrame | None = None) ->
         if not set(TEST_PERTURBATIONS) <= set(fp.index):
             continue
         n = int(group["n"].min())
-        extra.append(_row(noise, None, difficulty, "mfp", np.mean([fp[p] for p in TEST_PERTURBATIONS]), n))
+        extra.append(
+            metrics.aggregate_row(noise, "mfp", np.mean([fp[p] for p in TEST_PERTURBATIONS]), n, None, difficulty)
+        )
         if baseline is not None:
             base = baseline[(baseline["noise"] == noise) & (baseline["severity"] == difficulty)]
             base_fp = base[base.metric == "fp"].set_index("condition")["value"]
@@ -195,6 +193,6 @@ def sequence_rows(frames: pd.DataFrame, baseline: pd.DataFrame | None = None) ->
             missing = [p for p in TEST_PERTURBATIONS if p not in base_fp.index or p not in base_t5d.index]
             if missing:
                 raise ValueError(f"the baseline run has no fp/t5d rows for {missing} at difficulty {difficulty}")
-            extra.append(_row(noise, None, difficulty, "nmfp", _mean_ratio(fp, base_fp), n))
-            extra.append(_row(noise, None, difficulty, "mt5d", _mean_ratio(t5d, base_t5d), n))
+            extra.append(metrics.aggregate_row(noise, "nmfp", _mean_ratio(fp, base_fp), n, None, difficulty))
+            extra.append(metrics.aggregate_row(noise, "mt5d", _mean_ratio(t5d, base_t5d), n, None, difficulty))
     return pd.concat([table, pd.DataFrame(extra, columns=table.columns)], ignore_index=True) if extra else table

@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 import torch
 from torch import nn
@@ -36,29 +34,24 @@ class MaskedOutputs(nn.Module):
         return self.model(x).index_select(1, self.mask)
 
 
-def _row(noise, condition, severity, eps, metric: str, value: float, n: int) -> dict:
-    return dict(noise=noise, condition=condition, severity=severity, eps=eps, metric=metric, value=float(value),
-                n=int(n), ci_low=math.nan, ci_high=math.nan)  # fmt: skip
-
-
 def shift_rows(predictions: pd.DataFrame, data: str) -> pd.DataFrame:
     """The extra metric rows of data set ``data`` (none for sets without any), as :func:`metrics.summarize`'s."""
     rows = []
     keys = ["noise", "condition", "severity", "eps"]
     if data == "imagenet_a":
         for key, group in predictions.groupby(keys, dropna=False, sort=False):
-            key = tuple(None if pd.isna(v) else v for v in key)
+            noise, condition, severity, eps = (None if pd.isna(v) else v for v in key)
             confidence, correct = group["confidence"].to_numpy(), group["correct"].to_numpy(bool)
-            rows.append(_row(*key, "calib_rms", metrics.calibration_rms(confidence, correct), len(group)))
-            rows.append(_row(*key, "aurra", metrics.aurra(confidence, correct), len(group)))
+            for metric, value in (("calib_rms", metrics.calibration_rms(confidence, correct)),
+                                  ("aurra", metrics.aurra(confidence, correct))):  # fmt: skip
+                rows.append(metrics.aggregate_row(noise, metric, value, len(group), condition, severity, eps))
     inside = predictions[predictions["noise"] == "clean"]["confidence"].to_numpy()
     for name, group in predictions[predictions["noise"] == OOD].groupby("condition", sort=False):
         if not len(inside):
             continue
         outside = group["confidence"].to_numpy()
-        n, key = len(inside) + len(outside), (OOD, name, None, None)
-        rows.append(_row(*key, "aupr", metrics.aupr(-inside, -outside), n))
-        rows.append(_row(*key, "auroc", metrics.auroc(-inside, -outside), n))
-        rows.append(_row(*key, "fpr95", metrics.fpr_at_95_tpr(-inside, -outside), n))
+        n = len(inside) + len(outside)
+        for metric, measure in (("aupr", metrics.aupr), ("auroc", metrics.auroc), ("fpr95", metrics.fpr_at_95_tpr)):
+            rows.append(metrics.aggregate_row(OOD, metric, measure(-inside, -outside), n, name))
     columns = [*keys, "metric", "value", "n", "ci_low", "ci_high"]
     return pd.DataFrame(rows, columns=columns)

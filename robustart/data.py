@@ -216,22 +216,37 @@ def _data_root(root: str | None, unset_message: str) -> Path:
     return folder
 
 
-def _wnid_images(folder: Path) -> tuple[list[Path], list[int]]:
-    """Images under ``folder/<wnid>/`` (sorted) and their ImageNet-1k class indices."""
-    index = imagenet_wnid_index()
+def _files_in(folders: list[Path], suffixes=IMAGE_SUFFIXES) -> list[Path]:
+    """The files of each folder (sorted within it, folders in the given order) whose suffix is in ``suffixes``."""
+    return [f for d in folders for f in sorted(d.iterdir()) if f.suffix.lower() in suffixes and f.is_file()]
+
+
+def _labelled_files(
+    folder: Path, labels: dict[str, int], outside: str, hint: str, suffixes=IMAGE_SUFFIXES
+) -> tuple[list[Path], list[int]]:
+    """Files under ``folder/<class>/`` (sorted) and their labels ``labels[<class>]``.
+
+    A class folder missing from ``labels`` is an error (its files would be scored against the wrong
+    classes): ``"<folder> has N folder(s) <outside> (e.g. ...)<hint>"``.
+    """
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir())
     if not subdirs:
         raise FileNotFoundError(f"{folder} has no class folders; expected the layout <wnid>/<image>.JPEG")
-    unknown = [p.name for p in subdirs if p.name not in index]
+    unknown = [p.name for p in subdirs if p.name not in labels]
     if unknown:
-        raise ValueError(
-            f"{folder} has folders that are not ImageNet-1k wnids (e.g. {unknown[:3]}); "
-            "expected the layout <wnid>/<image>.JPEG"
-        )
-    files = [f for d in subdirs for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+        raise ValueError(f"{folder} has {len(unknown)} folder(s) {outside} (e.g. {unknown[:3]}){hint}")
+    files = _files_in(subdirs, suffixes)
     if not files:
-        raise FileNotFoundError(f"{folder} has wnid folders but no images ({sorted(IMAGE_SUFFIXES)})")
-    return files, [index[f.parent.name] for f in files]
+        raise FileNotFoundError(f"{folder} has class folders but no images or videos ending in {sorted(suffixes)}")
+    return files, [labels[f.parent.name] for f in files]
+
+
+def _wnid_images(folder: Path, suffixes=IMAGE_SUFFIXES) -> tuple[list[Path], list[int]]:
+    """Images (or other files, by ``suffixes``) under ``folder/<wnid>/`` and their ImageNet-1k class indices."""
+    return _labelled_files(
+        folder, imagenet_wnid_index(), "that are not ImageNet-1k wnids", "; expected the layout <wnid>/<image>.JPEG",
+        suffixes,
+    )  # fmt: skip
 
 
 def load_imagenet_folder(root: str | None, split: str, transform) -> tuple[ImageFolderDataset, DatasetInfo]:
@@ -300,32 +315,6 @@ def class_mask(name: str) -> list[int]:
     return [index[w] for w in shift_wnids(name)]
 
 
-def _subset_images(
-    folder: Path, wnids: list[str], what: str, require_all: bool = False
-) -> tuple[list[Path], list[int]]:
-    """Images under ``folder/<wnid>/`` for wnids of ``wnids``, labelled by their position in it.
-
-    A class folder outside ``wnids`` is an error (it would be scored against the wrong classes); so is
-    a missing one when ``require_all``.
-    """
-    position = {w: i for i, w in enumerate(wnids)}
-    subdirs = sorted(p for p in folder.iterdir() if p.is_dir())
-    if not subdirs:
-        raise FileNotFoundError(f"{folder} has no class folders; expected the layout <wnid>/<image>")
-    outside = [p.name for p in subdirs if p.name not in position]
-    if outside:
-        raise ValueError(
-            f"{folder} has {len(outside)} class folder(s) outside the 200 classes of {what} (e.g. {outside[:3]}); "
-            f"point data.root at the {what} folder itself"
-        )
-    if require_all and len(subdirs) != len(wnids):
-        raise ValueError(f"{folder} has {len(subdirs)} of the 200 class folders of {what}")
-    files = [f for d in subdirs for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
-    if not files:
-        raise FileNotFoundError(f"{folder} has class folders but no images ({sorted(IMAGE_SUFFIXES)})")
-    return files, [position[f.parent.name] for f in files]
-
-
 _LAYOUTS = {
     "imagenet_a": "imagenet-a/<wnid>/*.jpg (200 classes)",
     "imagenet_o": "imagenet-o/<wnid>/*.jpg (200 classes)",
@@ -357,7 +346,7 @@ def load_shift_folder(name: str, root: str | None, transform, in_root: str | Non
                 f"data.root={root}: ImageNetV2 folders are class indices 0..999, found {bad[:3] or 'none'}"
             )
         subdirs.sort(key=lambda p: int(p.name))  # numerically: "10" after "9", as the class indices
-        files = [f for d in subdirs for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+        files = _files_in(subdirs)
         if not files:
             raise FileNotFoundError(f"{folder} has class folders but no images")
         labels = [int(f.parent.name) for f in files]
@@ -372,7 +361,10 @@ def load_shift_folder(name: str, root: str | None, transform, in_root: str | Non
     if name not in MASKED_SETS:
         raise ValueError(f"unknown shift set {name!r}; valid names: {', '.join(_LAYOUTS)}")
     wnids, mask = shift_wnids(name), class_mask(name)
-    files, labels = _subset_images(folder, wnids, name)
+    position = {w: i for i, w in enumerate(wnids)}
+    files, labels = _labelled_files(
+        folder, position, f"outside the 200 classes of {name}", f"; point data.root at the {name} folder itself"
+    )
     dataset = ImageFolderDataset(files, labels, transform)
     info = DatasetInfo(name, "test", str(folder), len(files), 1000, 3, class_mask=mask)
     info.notes.append(f"{name}: outputs restricted to its 200 ImageNet classes")
@@ -386,10 +378,9 @@ def load_shift_folder(name: str, root: str | None, transform, in_root: str | Non
     present = [w for w in wnids if (val / w).is_dir()]
     if not present:
         raise FileNotFoundError(f"data.in_root={in_root} has none of the 200 ImageNet-O class folders")
-    in_files = [f for w in present for f in sorted((val / w).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    in_files = _files_in([val / w for w in present])
     if not in_files:
         raise FileNotFoundError(f"data.in_root={in_root} has no images in the ImageNet-O class folders")
-    position = {w: i for i, w in enumerate(wnids)}
     in_set = ImageFolderDataset(in_files, [position[f.parent.name] for f in in_files], transform)
     info.num_samples = len(files) + len(in_files)
     info.notes.append(
@@ -531,16 +522,7 @@ def load_imagenet_p_folder(
             "Choose with noise.perturbations=[...] noise.difficulties=[...]"
         )
     index = imagenet_wnid_index()
-    listings = {}
-    for key, path in wanted.items():
-        subdirs = sorted(p for p in path.iterdir() if p.is_dir())
-        unknown = [p.name for p in subdirs if p.name not in index]
-        if unknown:
-            raise ValueError(f"{path} has folders that are not ImageNet-1k wnids (e.g. {unknown[:3]})")
-        files = [f for d in subdirs for f in sorted(d.glob("*.mp4"))]
-        if not files:
-            raise FileNotFoundError(f"{path} has no <wnid>/*.mp4 videos")
-        listings[key] = files
+    listings = {key: _wnid_images(path, suffixes={".mp4"})[0] for key, path in wanted.items()}
     names = sorted({f"{f.parent.name}/{f.name}" for files in listings.values() for f in files})
     ids = {name: i for i, name in enumerate(names)}
     datasets = {

@@ -43,17 +43,24 @@ def metrics_schema():
     return pa.schema(fields, metadata={"robustart_schema_version": str(SCHEMA_VERSION), "table": "metrics"})
 
 
-def predictions_schema():
-    """Arrow schema of ``predictions.parquet``: one row per (condition, sample)."""
-    import pyarrow as pa
-
-    fields = [
+def _row_identity(pa) -> list:
+    """The leading fields of the per-sample tables: which run, model and weights, under which condition."""
+    return [
         ("run_id", pa.string()),
         ("model", pa.string()),
         ("weights", pa.string()),
         ("noise", pa.string()),
         ("condition", pa.string()),
         ("severity", pa.int64()),
+    ]
+
+
+def predictions_schema():
+    """Arrow schema of ``predictions.parquet``: one row per (condition, sample)."""
+    import pyarrow as pa
+
+    fields = [
+        *_row_identity(pa),
         ("eps", pa.float64()),
         ("sample_id", pa.int64()),
         ("label", pa.int64()),
@@ -72,12 +79,7 @@ def frames_schema():
     import pyarrow as pa
 
     fields = [
-        ("run_id", pa.string()),
-        ("model", pa.string()),
-        ("weights", pa.string()),
-        ("noise", pa.string()),
-        ("condition", pa.string()),
-        ("severity", pa.int64()),
+        *_row_identity(pa),
         ("sample_id", pa.int64()),
         ("label", pa.int64()),
         ("frame", pa.int64()),

@@ -25,28 +25,9 @@ from noise.natural.perturbations import (
     perturbation_frames,
 )
 from noise.seeding import SampleRNG
+from tests.test_natural_motion import _fit, _one_torch_thread  # noqa: F401  (the autouse fixture applies here too)
 
 RANDOM = ("gaussian_noise", "shot_noise", "speckle_noise", "snow", "spatter")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Single-threaded torch: on a shared 2-core machine a second intra-op thread mostly waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _fit(photo: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Centre part of ``photo`` with the aspect ratio ``h : w``, resized (bilinear) to ``h x w`` uint8 RGB."""
-    from PIL import Image
-
-    ph, pw = photo.shape[:2]
-    s = min(ph / h, pw / w)
-    ch, cw = round(h * s), round(w * s)
-    top, left = (ph - ch) // 2, (pw - cw) // 2
-    return np.asarray(Image.fromarray(photo[top : top + ch, left : left + cw]).resize((w, h), Image.BILINEAR)).copy()
 
 
 @functools.cache
