@@ -414,7 +414,7 @@ def execute(plan: Plan, t_start: float) -> RunResult:
         log.warning(msg)
 
     run_cols = {"run_id": plan.run_id, "model": meta.name, "weights": weights}
-    predictions = predictions.assign(**run_cols)
+    predictions = _join_sample_columns(predictions, plan.noise.sample_columns()).assign(**run_cols)
     # AlexNet's published ImageNet-C errors normalise CE only for ImageNet-scale data
     baseline = "alexnet" if cfg.data.name in ("imagenet", "imagenet_c") else None
     # ImageNet-O's own images have no accuracy to speak of: they enter only its detection rows
@@ -422,6 +422,9 @@ def execute(plan: Plan, t_start: float) -> RunResult:
         [summarize(predictions[predictions["noise"] != OOD], corruption_baseline=baseline)] if len(predictions) else []
     )
     parts.append(shift_rows(predictions, cfg.data.name))
+    extra = plan.noise.metric_rows(predictions)
+    if extra is not None:
+        parts.append(pd.DataFrame(extra))
     if frames is not None:
         frames = frames.assign(**run_cols)
         parts.append(sequence_rows(frames, plan.baseline))
@@ -443,6 +446,7 @@ def execute(plan: Plan, t_start: float) -> RunResult:
         "checkpoint": plan.checkpoint,
         "data": {**vars(plan.data_info), "skipped_unreadable": counter.skipped},
         "noise_conditions": [str(c) for c in conditions],
+        "noise_report": plan.noise.report(),
         "notes": plan.notes,
         "timings": timings,
     }
@@ -463,6 +467,20 @@ def execute(plan: Plan, t_start: float) -> RunResult:
     notes = "".join(f"\nNOTE: {n}" for n in plan.notes)
     print(f"\n{header}{notes}\n\n{format_summary(metrics)}\n\nresults: {plan.run_dir}  ({timings['total_s']:.1f} s)")
     return RunResult(plan.run_dir, skipped=False, metrics=pd.DataFrame(metrics))
+
+
+def _join_sample_columns(predictions, extra):
+    """``predictions`` with a noise's extra per-sample columns (see ``Noise.sample_columns``) joined on; every
+    column of ``store.predictions_schema`` the noise did not fill is null."""
+    import pandas as pd
+
+    keys = ["noise", "condition", "eps", "sample_id"]
+    if extra is not None and len(extra):
+        predictions = predictions.merge(extra, on=keys, how="left", validate="many_to_one")
+    for name in store.predictions_schema().names:
+        if name not in predictions and name not in ("run_id", "model", "weights"):
+            predictions[name] = pd.NA
+    return predictions
 
 
 def _evaluate_sequences(plan: Plan, model, counter):
