@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from evaluation.metrics import topk_correct
+from evaluation.validity import ValidityChecks
 from noise.base import Condition, Noise
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ def evaluate(
     device: torch.device | str = "cpu",
     total: int | None = None,
     progress: Callable[[str], None] | None = None,
+    checks: ValidityChecks | None = None,
 ) -> pd.DataFrame:
     """Run ``model`` on clean data and on every condition of ``noise``.
 
@@ -105,6 +107,7 @@ def evaluate(
         device: where the model and the batches run.
         total: number of samples expected, for progress messages.
         progress: called with a one-line progress message about every 10 seconds.
+        checks: validity checks of the attack conditions (conditions with an ``eps``), batch by batch.
 
     Returns:
         One row per (condition, sample): ``noise, condition, severity, eps, sample_id, label, pred,
@@ -117,10 +120,17 @@ def evaluate(
     rows, meter = _Rows(), _Progress(progress, total, f"samples x {len(conditions)} conditions")
     for images, labels, ids in batches:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if checks is not None and not checks.model_checked:
+            checks.check_model(model, images, labels)
         for cond in conditions:
             x = images if cond is CLEAN else noise.apply(images, labels, ids, cond, model)
             with torch.inference_mode():
-                rows.add(cond, model(x), labels, ids)
+                logits = model(x)
+            rows.add(cond, logits, labels, ids)
+            if cond is CLEAN:
+                clean_logits = logits
+            elif checks is not None and cond.eps is not None:
+                checks.check_batch(cond, images, x, clean_logits, logits, labels)
         meter.step(len(labels))
     return rows.frame()
 

@@ -74,6 +74,49 @@ def adversarial_robustness(clean_correct, adv_correct, conditional: bool = True)
     return proportion(adv_correct)
 
 
+def worst_case_robustness(clean_correct, adv_correct_by_attack: Mapping[str, Sequence[bool]]) -> Estimate:
+    """RobustART's WCAR: among the clean-correct samples, the share that every attack fails to break.
+
+    Args:
+        clean_correct: per-sample booleans, clean prediction correct.
+        adv_correct_by_attack: per attack, per-sample booleans (same order), prediction under that attack correct.
+
+    >>> worst_case_robustness([1, 1, 1, 0], {"fgsm": [1, 1, 0, 1], "pgd": [1, 0, 1, 1]}).value
+    0.3333333333333333
+    """
+    if not adv_correct_by_attack:
+        raise ValueError("worst_case_robustness needs at least one attack")
+    clean_correct = np.asarray(clean_correct, dtype=bool)
+    survived = np.ones_like(clean_correct)
+    for name, correct in adv_correct_by_attack.items():
+        correct = np.asarray(correct, dtype=bool)
+        if correct.shape != clean_correct.shape:
+            raise ValueError(f"attack {name!r}: shape {correct.shape} differs from the clean {clean_correct.shape}")
+        survived &= correct
+    return proportion(survived[clean_correct])
+
+
+def transfer_asr(source_correct, clean_correct, adv_correct) -> Estimate:
+    """Transfer attack success rate, as RobustART's ``parse_transfer.py`` defines it: among the samples that both
+    the source model and the target model classify correctly when clean, the share that the target gets wrong on
+    the adversarial example crafted on the source.
+
+    Args:
+        source_correct: per-sample booleans, the source model's clean prediction correct.
+        clean_correct: per-sample booleans, the target model's clean prediction correct.
+        adv_correct: per-sample booleans, the target's prediction on the source's adversarial example correct.
+
+    >>> transfer_asr([1, 1, 1, 0], [1, 1, 0, 1], [0, 1, 0, 0]).value
+    0.5
+    """
+    source_correct, clean_correct, adv_correct = (
+        np.asarray(a, dtype=bool) for a in (source_correct, clean_correct, adv_correct)
+    )
+    if not source_correct.shape == clean_correct.shape == adv_correct.shape:
+        raise ValueError(f"shapes differ: {source_correct.shape}, {clean_correct.shape}, {adv_correct.shape}")
+    return proportion(~adv_correct[source_correct & clean_correct])
+
+
 def summarize(predictions: pd.DataFrame, corruption_baseline: str | Errors | None = None) -> pd.DataFrame:
     """Metric rows from a per-sample predictions table.
 
@@ -83,7 +126,7 @@ def summarize(predictions: pd.DataFrame, corruption_baseline: str | Errors | Non
 
     - clean: ``top1``, ``top5``;
     - conditions with an ``eps`` (attacks): ``robust_acc`` (all samples) and ``ar`` (among the
-      clean-correct samples);
+      clean-correct samples); the worst case over attacks (noise ``wcar``) also ``wcar``;
     - other conditions (corruptions): ``acc``; per noise, ``mce_unnormalized`` once the 15 benchmark
       corruptions have all five severities; with ``corruption_baseline`` (``"alexnet"`` for ImageNet, or
       another model's errors) also ``ce`` per complete corruption, ``mce`` and ``relative_mce``.
@@ -110,6 +153,8 @@ def summarize(predictions: pd.DataFrame, corruption_baseline: str | Errors | Non
             if pd.isna(clean_correct).any():
                 raise ValueError(f"adversarial rows for {key} have samples without a clean row")
             add(key, "ar", adversarial_robustness(clean_correct.astype(bool), group["correct"].to_numpy()))
+            if key[0] == "wcar":  # the worst case over the attacks is already per sample: WCAR is its AR
+                add(key, "wcar", worst_case_robustness(clean_correct.astype(bool), {"worst": group["correct"]}))
         else:
             add(key, "acc", proportion(group["correct"]))
     frame = pd.DataFrame(rows, columns=[*keys, "metric", *Estimate._fields])

@@ -96,6 +96,8 @@ class PgdNoiseConfig:
     rel_stepsize: float = 0.075
     random_start: bool = True
     seed: int = 0
+    #: also record the accuracy after every step (``robust_acc_vs_steps`` rows)
+    iteration_curve: bool = False
 
 
 @dataclass
@@ -115,6 +117,7 @@ class PgdL2NoiseConfig:
     rel_stepsize: float = 0.075
     random_start: bool = True
     seed: int = 0
+    iteration_curve: bool = False
 
 
 @dataclass
@@ -127,6 +130,7 @@ class MimNoiseConfig:
     step_size: str = "0.002"
     decay: float = 1.0
     seed: int = 0
+    iteration_curve: bool = False
 
 
 @dataclass
@@ -195,6 +199,83 @@ class AutoAttackNoiseConfig:
 
 
 @dataclass
+class WcarNoiseConfig:
+    """Worst-case robustness over ``attacks`` at shared budgets, as a cascade (cheapest attack first, each on
+    the images still unbroken); ``options`` maps an attack to its own settings, e.g. ``{pgd_linf: {steps: 50}}``."""
+
+    name: str = "wcar"
+    attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd_linf", "mim", "autoattack"])
+    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "8/255"])
+    options: dict[str, Any] = field(default_factory=dict)
+    #: false: every attack on every image (the reference the cascade reproduces, at full cost)
+    cascade: bool = True
+    seed: int = 0
+
+
+@dataclass
+class TransferNoiseConfig:
+    """Transfer attack: examples crafted by ``attack`` on the ``source`` model, scored on the run's model."""
+
+    name: str = "transfer"
+    #: a zoo model name, or a finished run (its folder, or its id in the results folder) whose model to use
+    source: str | None = None
+    #: a zoo source's weights: ``pretrained`` (``null``), ``random`` or a file; a run source uses the run's own
+    source_weights: str | None = None
+    source_sha256: str | None = None
+    #: the registered attack that crafts the examples on the source
+    attack: str = "fgsm"
+    #: budgets; ``null`` takes the attack's defaults (FGSM: RobustART's 0.5/255, 2/255, 8/255)
+    eps: list[str] | None = None
+    #: the attack's other options, e.g. ``{steps: 10}`` for pgd_linf
+    attack_options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+
+@dataclass
+class CwNoiseConfig:
+    """Carlini-Wagner L2 via torchattacks: minimal perturbation, no budget; per-sample ``min_eps`` (L2)."""
+
+    name: str = "cw"
+    c: float = 1.0
+    kappa: float = 0.0
+    steps: int = 100
+    lr: float = 0.01
+    #: ``robust_acc_vs_eps`` grid: points from 0 to ``curve_max`` (``null``: the largest min_eps found)
+    curve_points: int = 21
+    curve_max: str | None = None
+
+
+@dataclass
+class DeepFoolNoiseConfig:
+    """DeepFool via torchattacks: minimal perturbation, no budget; per-sample ``min_eps`` (L2)."""
+
+    name: str = "deepfool"
+    steps: int = 50
+    overshoot: float = 0.02
+    curve_points: int = 21
+    curve_max: str | None = None
+
+
+@dataclass
+class MinEpsNoiseConfig:
+    """ARES's per-sample minimal Linf budget of ``attacks`` (fgsm, pgd_linf, mim): exponential (FGSM: linear)
+    search from ``init``, then bisection."""
+
+    name: str = "min_eps"
+    attacks: list[str] = field(default_factory=lambda: ["pgd_linf"])
+    init: str = "0.5/255"
+    search_steps: int = 5
+    binsearch_steps: int = 10
+    #: PGD / MIM iterations per trial, and their step as a fraction of the trial's budget (null: 1.5 / steps)
+    steps: int = 20
+    rel_stepsize: float | None = None
+    decay: float = 1.0
+    curve_points: int = 21
+    #: end of the ``robust_acc_vs_eps`` grid; ``null``: the end of the search, ``init * 2**search_steps``
+    curve_max: str | None = None
+
+
+@dataclass
 class SuiteNoiseConfig:
     """Several noises in one run. ``members`` maps a noise name to its options."""
 
@@ -217,6 +298,11 @@ NOISE_SCHEMAS: dict[str, type] = {
     "fab": FabNoiseConfig,
     "square": SquareNoiseConfig,
     "autoattack": AutoAttackNoiseConfig,
+    "wcar": WcarNoiseConfig,
+    "transfer": TransferNoiseConfig,
+    "cw": CwNoiseConfig,
+    "deepfool": DeepFoolNoiseConfig,
+    "min_eps": MinEpsNoiseConfig,
 }
 
 
@@ -247,6 +333,11 @@ class EvaluationConfig:
     max_samples: int | None = None
     #: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
     device: str = "auto"
+    #: mixed precision of every forward pass (attacks and scoring): ``null`` (float32), ``bf16`` (CUDA or CPU)
+    #: or ``fp16`` (CUDA); logits are scored in float32 either way.
+    amp: str | None = None
+    #: channels-last memory layout for the model and the inputs (faster convolutions on recent GPUs).
+    channels_last: bool = False
 
 
 @dataclass
@@ -288,5 +379,8 @@ def register_configs() -> None:
     cs.store(name="noise_schema_pgd", node=PgdNoiseConfig)
     cs.store(name="noise_schema_fgsm", node=FgsmNoiseConfig)
     cs.store(name="noise_schema_suite", node=SuiteNoiseConfig)
-    for name in ("pgd_l2", "mim", "apgd_ce", "apgd_l1", "apgd_t", "fab", "square", "autoattack"):
+    for name in ("pgd_l2", "mim", "apgd_ce", "apgd_l1", "apgd_t", "fab", "square", "autoattack", "wcar"):
         cs.store(name=f"noise_schema_{name}", node=NOISE_SCHEMAS[name])
+    for name in ("cw", "deepfool", "min_eps"):
+        cs.store(name=f"noise_schema_{name}", node=NOISE_SCHEMAS[name])
+    cs.store(name="noise_schema_transfer", node=TransferNoiseConfig)

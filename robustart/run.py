@@ -65,6 +65,9 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
             ident["data"][key] = str(Path(ident["data"][key]).expanduser().resolve())
     # every option with its default spelled out, so a changed default makes a new run
     ident["noise"] = {"name": cfg.noise.name, "options": noise_options(cfg.noise)}
+    amp = cfg.evaluation.get("amp")  # mixed precision changes the numbers; float32 runs keep their ids
+    if amp is not None and str(amp).lower() not in ("off", "false", "none"):
+        ident["evaluation"]["amp"] = str(amp).lower()
     return ident
 
 
@@ -253,6 +256,8 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
     import torch
 
     import model_zoo
+    from evaluation.precision import check_precision
+    from robustart.transfer import bind_sources
     from training import find_checkpoint
 
     ev = cfg.evaluation
@@ -261,6 +266,7 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
     if ev.batch_size < 1:
         raise UserError(f"evaluation.batch_size must be >= 1, got {ev.batch_size}")
     device = _resolve_device(ev.device)
+    check_precision(ev.amp, device)
     _check_logger(cfg)
     noise = build_noise(cfg.noise)
     if "members" in cfg.noise and "imagenet_p" in noise_options(cfg.noise):
@@ -305,6 +311,7 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
             f"model {model_name} takes {model.metadata.in_chans} channels but data {cfg.data.name} has {data_chans}; "
             f"set model.in_chans={data_chans}"
         )
+    bind_sources(cfg, noise, model, info.class_mask)  # transfer attacks: their source models, checked here
     if getattr(noise, "sequences", False) and cfg.data.name == "imagenet":
         noise.crop = model.metadata.input_size[-1]  # frames come uncropped (see _load_data)
     plan = Plan(cfg, run_id, run_dir, device, noise, eval_data, info, model, train_data, checkpoint, checkpoint_dir)
@@ -312,19 +319,26 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
     return plan
 
 
-def _baseline_metrics(cfg: DictConfig, name: str):
-    """The metrics table of the finished run ``name`` (a run folder, or a run id in the results folder)."""
-    import pandas as pd
-
+def find_run(cfg: DictConfig, name: str, option: str) -> Path:
+    """The folder of the finished run ``name`` (a run folder, or a run id in the results folder); ``option`` is
+    the setting that named it, for the error messages."""
     folder = Path(name).expanduser()
     if not folder.is_dir():
         results = Path(os.path.expanduser(cfg.paths.results_dir))
         matches = sorted(results.glob(f"*-{name}")) if results.is_dir() else []
         if len(matches) != 1:
-            raise UserError(f"noise.baseline_run={name}: no run folder or run id of that name in {results}")
+            raise UserError(f"{option}={name}: no run folder or run id of that name in {results}")
         folder = matches[0]
     if not store.is_done(folder):
-        raise UserError(f"noise.baseline_run={name}: {folder} is not a finished run (no 'done' file)")
+        raise UserError(f"{option}={name}: {folder} is not a finished run (no 'done' file)")
+    return folder
+
+
+def _baseline_metrics(cfg: DictConfig, name: str):
+    """The metrics table of the finished run ``name`` (a run folder, or a run id in the results folder)."""
+    import pandas as pd
+
+    folder = find_run(cfg, name, "noise.baseline_run")
     metrics = pd.read_parquet(folder / store.METRICS_FILE)
     if not {"fp", "t5d"} <= set(metrics["metric"]):
         raise UserError(f"noise.baseline_run={name}: {folder} has no fp/t5d rows (not an imagenet_p run)")
@@ -365,8 +379,10 @@ def execute(plan: Plan, t_start: float) -> RunResult:
     import pandas as pd
 
     from evaluation import evaluate, evaluate_datasets, summarize
+    from evaluation.precision import with_precision
     from evaluation.sequences import sequence_rows
     from evaluation.shift import OOD, MaskedOutputs, shift_rows
+    from evaluation.validity import ValidityChecks, norm_of
     from robustart import data as datasets
     from robustart.environment import device_description, git_commit, library_versions
     from robustart.summary import format_summary
@@ -386,8 +402,9 @@ def execute(plan: Plan, t_start: float) -> RunResult:
 
     counter = datasets.SkipCounter()
     model = plan.model if plan.data_info.class_mask is None else MaskedOutputs(plan.model, plan.data_info.class_mask)
+    model = with_precision(model, cfg.evaluation.amp, cfg.evaluation.channels_last)  # attacks and scoring alike
     t = time.monotonic()
-    frames = None
+    frames, checks = None, None
     if getattr(plan.noise, "sequences", False):
         predictions, frames, conditions = _evaluate_sequences(plan, model, counter)
     elif isinstance(plan.eval_data, dict):  # data that carries its conditions: one dataset each, no clean pass
@@ -405,8 +422,10 @@ def execute(plan: Plan, t_start: float) -> RunResult:
         conditions = plan.noise.conditions()
         log.info("evaluating %s on %s/%s (%d samples) x %d noise conditions + clean on %s", meta.name,
                  cfg.data.name, cfg.data.split, plan.data_info.num_samples, len(conditions), plan.device)  # fmt: skip
+        if any(c.eps is not None for c in conditions):
+            checks = ValidityChecks(lambda cond: norm_of(plan.noise, cond))
         predictions = evaluate(model, batches, plan.noise, device=plan.device,
-                               total=plan.data_info.num_samples, progress=log.info)  # fmt: skip
+                               total=plan.data_info.num_samples, progress=log.info, checks=checks)  # fmt: skip
     timings["eval_s"] = time.monotonic() - t
     if counter.skipped:
         msg = f"{counter.skipped} unreadable image(s) were skipped"
@@ -414,7 +433,7 @@ def execute(plan: Plan, t_start: float) -> RunResult:
         log.warning(msg)
 
     run_cols = {"run_id": plan.run_id, "model": meta.name, "weights": weights}
-    predictions = _join_sample_columns(predictions, plan.noise.sample_columns()).assign(**run_cols)
+    predictions = _join_sample_columns(predictions, _noise_extra(plan.noise, "sample_columns")).assign(**run_cols)
     # AlexNet's published ImageNet-C errors normalise CE only for ImageNet-scale data
     baseline = "alexnet" if cfg.data.name in ("imagenet", "imagenet_c") else None
     # ImageNet-O's own images have no accuracy to speak of: they enter only its detection rows
@@ -422,9 +441,14 @@ def execute(plan: Plan, t_start: float) -> RunResult:
         [summarize(predictions[predictions["noise"] != OOD], corruption_baseline=baseline)] if len(predictions) else []
     )
     parts.append(shift_rows(predictions, cfg.data.name))
-    extra = plan.noise.metric_rows(predictions)
+    extra = _noise_extra(plan.noise, "metric_rows", predictions)
     if extra is not None:
         parts.append(pd.DataFrame(extra))
+    if checks is not None:
+        checks.check_results(predictions)
+        for line in checks.warnings():
+            log.warning("validity check %s", line)
+        parts.append(pd.DataFrame(checks.metric_rows()))
     if frames is not None:
         frames = frames.assign(**run_cols)
         parts.append(sequence_rows(frames, plan.baseline))
@@ -446,7 +470,8 @@ def execute(plan: Plan, t_start: float) -> RunResult:
         "checkpoint": plan.checkpoint,
         "data": {**vars(plan.data_info), "skipped_unreadable": counter.skipped},
         "noise_conditions": [str(c) for c in conditions],
-        "noise_report": plan.noise.report(),
+        "noise_report": _noise_extra(plan.noise, "report") or {},
+        "validity_warnings": checks.warnings() if checks is not None else None,
         "notes": plan.notes,
         "timings": timings,
     }
@@ -467,6 +492,13 @@ def execute(plan: Plan, t_start: float) -> RunResult:
     notes = "".join(f"\nNOTE: {n}" for n in plan.notes)
     print(f"\n{header}{notes}\n\n{format_summary(metrics)}\n\nresults: {plan.run_dir}  ({timings['total_s']:.1f} s)")
     return RunResult(plan.run_dir, skipped=False, metrics=pd.DataFrame(metrics))
+
+
+def _noise_extra(noise, hook: str, *args):
+    """A :class:`noise.Noise` extras hook (``sample_columns``, ``metric_rows``, ``report``); ``None`` for noises
+    that are not :class:`noise.Noise` subclasses and have none (sequence noises)."""
+    method = getattr(noise, hook, None)
+    return method(*args) if method is not None else None
 
 
 def _join_sample_columns(predictions, extra):

@@ -69,6 +69,9 @@ def predictions_schema():
         ("correct_top5", pa.bool_()),
         ("confidence", pa.float32()),
         ("margin", pa.float32()),
+        # minimal-budget noises (cw, deepfool, min_eps): the sample's smallest perturbation found to change its
+        # prediction (0: misclassified clean; NaN: never changed); null for every other noise
+        ("min_eps", pa.float64()),
     ]
     return pa.schema(fields, metadata={"robustart_schema_version": str(SCHEMA_VERSION), "table": "predictions"})
 

@@ -28,10 +28,34 @@ _TABLED = {"top1", "top5", "acc", "robust_acc", "ar"}
 def _others(group: pd.DataFrame) -> list[str]:
     """One line per metric row outside the tables (calibration, detection, sequence metrics, mCE...)."""
     lines = []
-    for r in group[~group["metric"].isin(_TABLED)].itertuples():
+    for r in group[~group["metric"].isin(_TABLED | set(_CURVES))].itertuples():
         where = "" if pd.isna(r.condition) or r.condition == r.noise else r.condition
         level = "" if pd.isna(r.severity) else f"difficulty/severity {int(r.severity)}"
+        if not pd.isna(r.eps):  # per-budget attack metrics (transfer_asr...)
+            level = f"eps {format_eps(r.eps)}"
         lines.append(f"  {where:<18}{r.metric:<18}{r.value:10.4f}   {level}".rstrip())
+    return lines + _curve_lines(group)
+
+
+#: robustness curves (:mod:`evaluation.curves`) and the column holding their x value: one line per curve
+_CURVES = {"robust_acc_vs_eps": "eps", "robust_acc_vs_steps": "severity"}
+
+
+def _curve_lines(group: pd.DataFrame) -> list[str]:
+    """One line per robustness curve: its number of points and its two ends (the points are in metrics.parquet)."""
+    curves = group[group["metric"].isin(_CURVES)]
+    budget = curves["eps"].where(curves["metric"] != "robust_acc_vs_eps")  # a steps curve per attack budget
+    lines = []
+    for (cond, metric, eps), g in curves.groupby(["condition", "metric", budget], sort=False, dropna=False):
+        g = g.sort_values(_CURVES[metric])
+        where = "" if cond == g["noise"].iloc[0] else cond
+        if metric == "robust_acc_vs_eps":
+            ends = [f"{100 * r.value:.1f}% at eps {format_eps(r.eps)}" for r in (g.iloc[0], g.iloc[-1])]
+            label = ""
+        else:
+            ends = [f"{100 * r.value:.1f}% after {int(r.severity)} steps" for r in (g.iloc[0], g.iloc[-1])]
+            label = f"eps {format_eps(eps)}: "
+        lines.append(f"  {where:<18}{metric:<20} {label}{len(g)} points, {ends[0]} -> {ends[1]}")
     return lines
 
 
@@ -62,6 +86,10 @@ def format_summary(metrics: pd.DataFrame) -> str:
                     f"{label:<11} {format_eps(eps):<9} {_pct(ra.value, ra.ci_low, ra.ci_high):<24} "
                     f"{_pct(ar.value, ar.ci_low, ar.ci_high)}"
                 )
+        elif group["severity"].isna().all():  # attacks without a budget (cw, deepfool, min_eps)
+            lines.append(f"{noise:<28}never broken [95% CI]")
+            for r in group.itertuples():
+                lines.append(f"  {r.condition:<26}{_pct(r.value, r.ci_low, r.ci_high)}")
         else:
             table = group.pivot_table(index="condition", columns="severity", values="value", sort=False)
             table = table.reindex(columns=sorted(table.columns))

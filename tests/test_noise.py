@@ -38,6 +38,10 @@ def _tiny_model():
 #: lighter settings so every registered noise runs here in seconds
 _LIGHT = {"square": {"queries": 200}, "fab": {"steps": 10}, "apgd_ce": {"steps": 10}, "apgd_t": {"steps": 10},
           "apgd_l1": {"steps": 10}, "autoattack": {"eps": ["8/255"]}}  # fmt: skip
+#: attacks without a budget (minimal perturbations), with light settings
+_UNBOUNDED = {"cw": {"steps": 10}, "deepfool": {"steps": 3},
+              "min_eps": {"attacks": ["fgsm", "pgd_linf", "mim"], "steps": 2, "search_steps": 2,
+                          "binsearch_steps": 2}}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -47,6 +51,11 @@ def test_every_noise_keeps_shape_dtype_range_and_is_deterministic(name):
     options = {"severities": [1, 5]} if name == "imagenet_c" else {}
     if noise.get_noise_entry(name).kind == "adversarial":
         options = {"eps": ["2/255", "8/255"], **_LIGHT.get(name, {})}
+    if name in _UNBOUNDED:
+        options = dict(_UNBOUNDED[name])
+    if name == "transfer":  # examples crafted on another model (differently initialised) than the one attacked
+        torch.manual_seed(1)
+        options["source"] = model_zoo.create_model("small_cnn", in_chans=3, num_classes=10)
     if name == "imagenet_p":
         options = {"perturbations": ["gaussian_noise", "rotate"]}
     n = noise.create_noise(name, **options)

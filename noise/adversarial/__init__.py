@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
+from noise.adversarial.per_sample import CountingModel, PassCounter, RowDraws, per_image_entry
 from noise.base import Condition, Noise
 from noise.registry import register_noise
 from noise.seeding import derive_seed
@@ -74,14 +75,24 @@ class TorchattacksNoise(Noise):
         eps: budgets (numbers or ``"a/b"`` strings).
         seed: seeds the attack's own randomness (PGD's random start) per batch.
 
-    torchattacks draws its random start from torch's global generator for the whole batch, so the
-    start is seeded per batch from ``(seed, attack, eps, first sample id)``: runs are reproducible at a
-    fixed batch size, and with ``random_start=False`` they are independent of batching altogether.
+        norm: the budget's norm (``Linf``, ``L2``, ``L1``).
+        passes: the attack's nominal forward+backward passes per image, to order a cascade cheapest first.
+
+    By default the libraries draw their random starts as they always do, from torch's global generator for
+    the whole batch, seeded per batch from ``(seed, attack, eps, first sample id)``: runs are reproducible at a
+    fixed batch size and equal the library called directly with that seed. With ``per_image = True`` (set by
+    the WCAR cascade) every image draws its start from a generator of its own
+    (:mod:`noise.adversarial.per_sample`), so its result does not depend on the other images of its call.
+
+    The forward and backward passes through the model are counted per image (:attr:`passes_used`, reported
+    in the run's manifest).
     """
 
     needs_model = True
 
-    def __init__(self, name: str, build, eps: Sequence[float | str], seed: int = 0, norm: str = "Linf") -> None:
+    def __init__(
+        self, name: str, build, eps: Sequence[float | str], seed: int = 0, norm: str = "Linf", passes: int = 1
+    ) -> None:
         if not eps:
             raise ValueError(f"noise {name!r}: eps must list at least one budget")
         self.name = name
@@ -90,6 +101,10 @@ class TorchattacksNoise(Noise):
         self.seed = seed
         self.norm = check_norm(name, norm)
         check_budgets(name, norm, self.eps)
+        self.passes = passes
+        self.per_image = False
+        #: ``{eps: {"images", "forward", "backward"}}`` summed over the batches attacked so far
+        self.passes_used: dict[float, dict[str, int]] = {}
 
     def conditions(self) -> list[Condition]:
         return [Condition(self.name, self.name, eps=e) for e in self.eps]
@@ -99,13 +114,45 @@ class TorchattacksNoise(Noise):
             raise ValueError(f"attack {self.name!r} needs the model")
         if condition.eps == 0:
             return images
-        attack = self.build(model, condition.eps)
+        counter = PassCounter()
+        attack = self.build(CountingModel(model, counter), condition.eps)
+        if self.per_image:
+            _draw_per_image(attack, RowDraws(derive_seed(self.seed, self.name, condition.eps)))
+            seed = derive_seed(self.seed, self.name, condition.eps)  # shared draws: the same for any batch
+        else:
+            seed = derive_seed(self.seed, self.name, condition.eps, int(sample_ids[0]))
         devices = [images.device] if images.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(derive_seed(self.seed, self.name, condition.eps, int(sample_ids[0])))
+            torch.manual_seed(seed)
             with torch.enable_grad():
                 adv = attack(images, labels)
+        used = self.passes_used.setdefault(condition.eps, {"images": 0, "forward": 0, "backward": 0})
+        used["images"] += len(images)
+        for book in counter.counts.values():
+            for kind, n in book.items():
+                used[kind] += n
         return adv.detach()
+
+    def report(self) -> dict:
+        return {"passes": {f"{eps:.6g}": dict(used) for eps, used in self.passes_used.items()}}
+
+
+def _draw_per_image(attack, draws: RowDraws) -> None:
+    """Install per-image random draws on a library attack's entry points (see :mod:`.per_sample`)."""
+    if isinstance(attack, _AutoAttackCall):
+        for part in attack.parts():
+            part.attack_single_run = per_image_entry(draws, part.attack_single_run)
+    else:  # a torchattacks attack: its forward receives the clean images
+        attack.forward = per_image_entry(draws, attack.forward)
+
+
+def _attack_class(iteration_curve: bool) -> type[TorchattacksNoise]:
+    """:class:`TorchattacksNoise`, or its subclass that also records the accuracy after every attack step."""
+    if not iteration_curve:
+        return TorchattacksNoise
+    from noise.adversarial.curves import IterationCurveNoise
+
+    return IterationCurveNoise
 
 
 @register_noise("pgd_linf", kind="adversarial")
@@ -115,8 +162,11 @@ def pgd_linf(
     rel_stepsize: float = 3 / 40,
     random_start: bool = True,
     seed: int = 0,
+    iteration_curve: bool = False,
 ) -> TorchattacksNoise:
-    """PGD with the Linf norm (Madry et al., 2018) via ``torchattacks.PGD``; step = rel_stepsize * eps."""
+    """PGD with the Linf norm (Madry et al., 2018) via ``torchattacks.PGD``; step = rel_stepsize * eps.
+
+    ``iteration_curve``: also record the accuracy after every step (:mod:`noise.adversarial.curves`)."""
     import torchattacks
 
     if steps < 1:
@@ -127,7 +177,7 @@ def pgd_linf(
     def build(model, e):
         return torchattacks.PGD(model, eps=e, alpha=rel_stepsize * e, steps=steps, random_start=random_start)
 
-    return TorchattacksNoise("pgd_linf", build, eps, seed)
+    return _attack_class(iteration_curve)("pgd_linf", build, eps, seed, passes=steps)
 
 
 @register_noise("fgsm", kind="adversarial")
@@ -135,7 +185,7 @@ def fgsm(eps: Sequence[float | str] = ("0.5/255", "2/255", "8/255"), seed: int =
     """Fast gradient sign method (Goodfellow et al., 2015) via ``torchattacks.FGSM``."""
     import torchattacks
 
-    return TorchattacksNoise("fgsm", lambda model, e: torchattacks.FGSM(model, eps=e), eps, seed)
+    return TorchattacksNoise("fgsm", lambda model, e: torchattacks.FGSM(model, eps=e), eps, seed, passes=1)
 
 
 # ------------------------------------------------------------------------------------- more torchattacks attacks
@@ -148,8 +198,9 @@ def pgd_l2(
     rel_stepsize: float = 3 / 40,
     random_start: bool = True,
     seed: int = 0,
+    iteration_curve: bool = False,
 ) -> TorchattacksNoise:
-    """PGD with the L2 norm via ``torchattacks.PGDL2``; step = rel_stepsize * eps."""
+    """PGD with the L2 norm via ``torchattacks.PGDL2``; step = rel_stepsize * eps (``iteration_curve``: as PGD)."""
     import torchattacks
 
     _positive("pgd_l2", "steps", steps)
@@ -158,7 +209,7 @@ def pgd_l2(
     def build(model, e):
         return torchattacks.PGDL2(model, eps=e, alpha=rel_stepsize * e, steps=steps, random_start=random_start)
 
-    return TorchattacksNoise("pgd_l2", build, eps, seed, norm="L2")
+    return _attack_class(iteration_curve)("pgd_l2", build, eps, seed, norm="L2", passes=steps)
 
 
 @register_noise("mim", kind="adversarial")
@@ -168,8 +219,9 @@ def mim(
     step_size: float | str = 0.002,
     decay: float = 1.0,
     seed: int = 0,
+    iteration_curve: bool = False,
 ) -> TorchattacksNoise:
-    """Momentum iterative FGSM (Dong et al., 2018) via ``torchattacks.MIFGSM``, Linf.
+    """Momentum iterative FGSM (Dong et al., 2018) via ``torchattacks.MIFGSM``, Linf (``iteration_curve``: as PGD).
 
     RobustART's settings: 20 steps of an absolute step size 0.002 with decay 1.0 (so at the smallest budget
     a step exceeds eps; the projection keeps the result inside the ball).
@@ -179,9 +231,11 @@ def mim(
     _positive("mim", "steps", steps)
     alpha = parse_eps(step_size)
     _positive("mim", "step_size", alpha)
-    return TorchattacksNoise(
-        "mim", lambda model, e: torchattacks.MIFGSM(model, eps=e, alpha=alpha, steps=steps, decay=decay), eps, seed
-    )
+
+    def build(model, e):
+        return torchattacks.MIFGSM(model, eps=e, alpha=alpha, steps=steps, decay=decay)
+
+    return _attack_class(iteration_curve)("mim", build, eps, seed, passes=steps)
 
 
 # ---------------------------------------------------------------------------------------------- pyautoattack
@@ -198,6 +252,12 @@ class _AutoAttackCall:
             adv, _ = self.attack.run_standard_evaluation(images, labels, batch_size=len(images))
             return adv
         return self.attack.perturb(images, labels)
+
+    def parts(self) -> list:
+        """The pyautoattack attack objects that draw random starts (AutoAttack's four, or the one attack)."""
+        if self.method == "standard":
+            return [self.attack.apgd, self.attack.apgd_targeted, self.attack.fab, self.attack.square]
+        return [self.attack]
 
 
 def _device(model) -> torch.device:
@@ -224,7 +284,7 @@ def apgd_ce(
                             device=_device(model))  # fmt: skip
         return _AutoAttackCall(attack, "perturb")
 
-    return TorchattacksNoise("apgd_ce", build, eps, seed, norm=norm)
+    return TorchattacksNoise("apgd_ce", build, eps, seed, norm=norm, passes=steps * restarts)
 
 
 @register_noise("apgd_l1", kind="adversarial")
@@ -258,7 +318,7 @@ def apgd_t(
         attack.n_target_classes = target_classes
         return _AutoAttackCall(attack, "perturb")
 
-    return TorchattacksNoise("apgd_t", build, eps, seed, norm=norm)
+    return TorchattacksNoise("apgd_t", build, eps, seed, norm=norm, passes=steps * target_classes)
 
 
 @register_noise("fab", kind="adversarial")
@@ -281,7 +341,7 @@ def fab(
                               device=_device(model))  # fmt: skip
         return _AutoAttackCall(attack, "perturb")
 
-    return TorchattacksNoise("fab", build, eps, seed, norm=norm)
+    return TorchattacksNoise("fab", build, eps, seed, norm=norm, passes=2 * steps * restarts)
 
 
 @register_noise("square", kind="adversarial")
@@ -302,7 +362,7 @@ def square(
                               device=_device(model), resc_schedule=False)  # fmt: skip
         return _AutoAttackCall(attack, "perturb")
 
-    return TorchattacksNoise("square", build, eps, seed, norm=norm)
+    return TorchattacksNoise("square", build, eps, seed, norm=norm, passes=queries)
 
 
 @register_noise("autoattack", kind="adversarial")
@@ -326,4 +386,9 @@ def autoattack(
         attack.verbose = False
         return _AutoAttackCall(attack, "standard")
 
-    return TorchattacksNoise("autoattack", build, eps, seed, norm=norm)
+    # APGD-CE, 9 x APGD-T, 9 x FAB-T (two passes a step) and Square, as run on an image they cannot break
+    return TorchattacksNoise("autoattack", build, eps, seed, norm=norm, passes=100 + 900 + 1800 + 5000)
+
+
+# the noises that build on the attacks above: wcar, transfer, and cw, deepfool and min_eps
+from noise.adversarial import cascade, minimal, transfer  # noqa: E402, F401

@@ -1,0 +1,100 @@
+"""Accuracy vs. attack steps from one run of an iterative attack (ARES's second robustness curve).
+
+torchattacks' PGD, PGD-L2 and MIM call the model exactly once per step, on the current iterate, before
+moving it. :class:`StepRecorder` wraps the model and notes, at every call, which samples are still
+classified correctly: call ``k`` (from 0) sees the iterate after ``k`` steps. The attack's output (after
+all ``steps`` steps) is scored by the run itself, so the curve's last point comes from the predictions and
+equals the run's ``robust_acc``. Point 0 is the attack's starting point: the clean image, or PGD's random
+start.
+
+Turned on per attack with ``noise.iteration_curve=true`` (``pgd_linf``, ``pgd_l2``, ``mim``); the rows are
+``robust_acc_vs_steps`` with the number of steps in ``severity`` (see :mod:`evaluation.curves`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from noise.adversarial import TorchattacksNoise
+from noise.base import Condition
+
+
+class StepRecorder(nn.Module):
+    """A model wrapper recording, at every forward call on the batch, whether each prediction is the label.
+
+    It keeps the wrapped model's train/eval mode, so an attack that restores "the mode it found" restores
+    the model's own.
+    """
+
+    def __init__(self, model: nn.Module, labels: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.labels = labels
+        self.calls: list[torch.Tensor] = []
+        self.training = model.training
+
+    def train(self, mode: bool = True):
+        self.model.train(mode)
+        self.training = mode
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.model(images)
+        if logits.shape[0] == self.labels.shape[0]:
+            self.calls.append((logits.detach().argmax(dim=1) == self.labels).cpu())
+        return logits
+
+    def correct(self) -> torch.Tensor:
+        """Boolean ``(samples, calls)``: column ``k`` is the correctness at the ``k``-th call."""
+        if not self.calls:
+            return torch.zeros(self.labels.shape[0], 0, dtype=torch.bool)
+        return torch.stack(self.calls, dim=1)
+
+
+class IterationCurveNoise(TorchattacksNoise):
+    """A :class:`~noise.adversarial.TorchattacksNoise` that also records the accuracy after every step of
+    its (iterative) attack, for the ``robust_acc_vs_steps`` rows. Its adversarial examples are the same."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.step_records: dict[Condition, list[tuple[np.ndarray, np.ndarray]]] = {}
+
+    def apply(self, images, labels, sample_ids, condition, model=None):
+        if model is None or condition.eps == 0:
+            return super().apply(images, labels, sample_ids, condition, model)
+        recorder = StepRecorder(model, labels)
+        adv = super().apply(images, labels, sample_ids, condition, recorder)
+        ids = sample_ids.detach().cpu().numpy().astype(np.int64)
+        self.step_records.setdefault(condition, []).append((ids, recorder.correct().numpy()))
+        return adv
+
+    def step_correct(self, condition: Condition, predictions=None) -> tuple[np.ndarray, np.ndarray]:
+        """``(sample_ids, correct)`` with ``correct[:, k]`` = still correct after ``k`` steps. With the run's
+        ``predictions``, the last column is the scored output of the attack (after all steps)."""
+        parts = self.step_records[condition]
+        if len({c.shape[1] for _, c in parts}) != 1:
+            raise ValueError(f"attack {self.name!r} called the model a varying number of times per batch")
+        ids = np.concatenate([i for i, _ in parts])
+        correct = np.concatenate([c for _, c in parts])
+        _, last = np.unique(ids[::-1], return_index=True)  # a sample attacked twice: keep its latest record
+        keep = np.sort(len(ids) - 1 - last)
+        ids, correct = ids[keep], correct[keep]
+        if predictions is not None and len(predictions):
+            mine = (predictions["noise"] == condition.noise) & (predictions["condition"] == condition.name)
+            rows = predictions[(mine & (predictions["eps"] == condition.eps)).fillna(False).astype(bool)]
+            final = rows.set_index("sample_id")["correct"].reindex(ids)
+            if final.notna().all():
+                correct = np.column_stack([correct, final.to_numpy(dtype=bool)])
+        return ids, correct
+
+    def metric_rows(self, predictions):
+        """``robust_acc_vs_steps`` rows of every budget attacked (see :mod:`evaluation.curves`)."""
+        from evaluation.curves import steps_rows
+
+        rows = []
+        for condition in self.step_records:
+            _, correct = self.step_correct(condition, predictions)
+            rows += steps_rows(self.name, condition.name, condition.eps, correct)
+        return rows
