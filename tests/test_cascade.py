@@ -59,7 +59,12 @@ def test_row_draws_give_each_image_its_own_stream_and_leave_other_draws_alone():
 
 
 @pytest.mark.parametrize(
-    "name, options", [("pgd_linf", {"steps": 5}), ("apgd_ce", {"steps": 10}), ("square", {"queries": 40})]
+    "name, options",
+    [
+        ("pgd_linf", {"steps": 5}),
+        pytest.param("apgd_ce", {"steps": 10}, marks=pytest.mark.slow),
+        pytest.param("square", {"queries": 40}, marks=pytest.mark.slow),
+    ],
 )
 def test_per_image_attacks_do_not_depend_on_the_other_images(fashion_subset_model, name, options):
     model, x, y = fashion_subset_model

@@ -70,6 +70,7 @@ def test_amp_is_part_of_the_run_identity_and_channels_last_is_not():
     assert identity(bf16)["evaluation"]["amp"] == "bf16"
 
 
+@pytest.mark.slow
 def test_an_attack_run_in_bf16_and_channels_last(workspace, tmp_path, fashion_subset_model):
     """FGSM through the run with both options on: the run completes and its numbers match float32's closely."""
     from safetensors.torch import save_file

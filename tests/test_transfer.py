@@ -103,6 +103,7 @@ def test_source_equal_to_target_is_the_white_box_attack(fashion_subset_model):
     assert asr["value"].iloc[-1] > 0.2  # FGSM at 8/255 breaks a good share of an undefended CNN's images
 
 
+@pytest.mark.slow
 def test_another_source_transfers_less_than_the_white_box_attack(fashion_subset_model):
     """Examples crafted on an untrained network barely move a trained one; the source's clean accuracy is
     recorded per sample, so the ASR counts only images both models get right."""
