@@ -18,27 +18,17 @@ import torch
 from torch import nn
 
 from noise.adversarial import TorchattacksNoise
+from noise.adversarial.per_sample import ModelWrapper
 from noise.base import Condition
 
 
-class StepRecorder(nn.Module):
-    """A model wrapper recording, at every forward call on the batch, whether each prediction is the label.
-
-    It keeps the wrapped model's train/eval mode, so an attack that restores "the mode it found" restores
-    the model's own.
-    """
+class StepRecorder(ModelWrapper):
+    """A model wrapper recording, at every forward call on the batch, whether each prediction is the label."""
 
     def __init__(self, model: nn.Module, labels: torch.Tensor) -> None:
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.labels = labels
         self.calls: list[torch.Tensor] = []
-        self.training = model.training
-
-    def train(self, mode: bool = True):
-        self.model.train(mode)
-        self.training = mode
-        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.model(images)

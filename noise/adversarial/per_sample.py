@@ -161,14 +161,13 @@ class PassCounter:
             self.stage = previous
 
 
-class CountingModel(nn.Module):
-    """A model that counts the images passing through it forward and backward (through its output), and
-    runs outside any :class:`RowDraws` mode. Parameters, ``training`` and ``metadata`` are the wrapped model's."""
+class ModelWrapper(nn.Module):
+    """A wrapper that attacks can treat as the model: parameters, ``metadata`` and the train/eval mode are the
+    wrapped model's, so an attack that restores "the mode it found" restores the model's own."""
 
-    def __init__(self, model: nn.Module, counter: PassCounter) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.counter = counter
         self.metadata = getattr(model, "metadata", None)
         self.training = model.training
 
@@ -176,6 +175,15 @@ class CountingModel(nn.Module):
         self.model.train(mode)
         self.training = mode
         return self
+
+
+class CountingModel(ModelWrapper):
+    """A model that counts the images passing through it forward and backward (through its output), and
+    runs outside any :class:`RowDraws` mode."""
+
+    def __init__(self, model: nn.Module, counter: PassCounter) -> None:
+        super().__init__(model)
+        self.counter = counter
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         n = images.shape[0]
