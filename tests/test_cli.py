@@ -110,6 +110,7 @@ def test_bad_values_on_single_noises(workspace):
     _assert_user_error(run_cli("noise=imagenet_c", "noise.severities=[7]"), "severity", results=results)
 
 
+@pytest.mark.slow  # seven CLI runs, about 50 s on 2 cores
 def test_imagenet_root_missing_empty_or_wrong_layout(workspace, tmp_path):
     results, _ = workspace
     card = ["model=vit_b", "noise=imagenet_c", "data=imagenet"]

@@ -37,7 +37,8 @@ def _tiny_model():
 
 #: lighter settings so every registered noise runs here in seconds
 _LIGHT = {"square": {"queries": 200}, "fab": {"steps": 10}, "apgd_ce": {"steps": 10}, "apgd_t": {"steps": 10},
-          "apgd_l1": {"steps": 10}, "autoattack": {"eps": ["8/255"]}}  # fmt: skip
+          "apgd_l1": {"steps": 10}, "autoattack": {"eps": ["8/255"]},
+          "wcar": {"attacks": ["fgsm", "pgd_linf", "apgd_ce"], "options": {"apgd_ce": {"steps": 10}}}}  # fmt: skip
 #: attacks without a budget (minimal perturbations), with light settings
 _UNBOUNDED = {"cw": {"steps": 10}, "deepfool": {"steps": 3},
               "min_eps": {"attacks": ["fgsm", "pgd_linf", "mim"], "steps": 2, "search_steps": 2,
