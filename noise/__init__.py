@@ -1,4 +1,4 @@
-"""Noise generators: adversarial, natural (ImageNet-C...) and, later, system noise.
+"""Noise generators: adversarial, natural (ImageNet-C, -P) and system noise (ImageNet-S).
 
 Every noise is a list of :class:`~noise.base.Condition` s; ``create_noise(name, **options)`` builds one.
 
@@ -9,7 +9,7 @@ Every noise is a list of :class:`~noise.base.Condition` s; ``create_noise(name, 
 
 from __future__ import annotations
 
-from noise import adversarial, natural  # noqa: F401  (registers the entries)
+from noise import adversarial, natural, system  # noqa: F401  (registers the entries)
 from noise.base import Condition, Noise, NoiseSuite
 from noise.registry import create_noise, get_noise_entry, list_noises, register_noise
 

@@ -86,6 +86,24 @@ class PerturbationNoiseConfig:
 
 
 @dataclass
+class SystemNoiseConfig:
+    """ImageNet-S: every decoder x resizer combination (see ``noise.system``)."""
+
+    name: str = "imagenet_s"
+    #: decoders (pil, opencv, torchvision, ffmpeg); ``null``: all. ffmpeg needs ``robustart[system]``.
+    decoders: list[str] | None = None
+    #: resizers (``noise.system.RESIZERS``: 6 PIL filters, 5 OpenCV flags, 4 torch modes); ``null``: all.
+    resizers: list[str] | None = None
+    #: resize both sides to size / crop_pct (RobustART's ImageNet-S) instead of the shorter side
+    square: bool = False
+    #: the crop's share of the resized image; ``null``: the model's own. In-memory images are resampled to
+    #: size / crop_pct and back (``null``: 0.875, 28 -> 32 -> 28 px)
+    crop_pct: float | None = None
+    #: in-memory images (fashion_mnist): the codec of each library's round trip, jpeg or png
+    codec: str = "jpeg"
+
+
+@dataclass
 class PgdNoiseConfig:
     """Projected gradient descent; ``eps`` written as users write them (``"4/255"``)."""
 
@@ -288,6 +306,7 @@ NOISE_SCHEMAS: dict[str, type] = {
     "clean": CleanNoiseConfig,
     "imagenet_c": CorruptionNoiseConfig,
     "imagenet_p": PerturbationNoiseConfig,
+    "imagenet_s": SystemNoiseConfig,
     "pgd_linf": PgdNoiseConfig,
     "fgsm": FgsmNoiseConfig,
     "pgd_l2": PgdL2NoiseConfig,
@@ -381,6 +400,6 @@ def register_configs() -> None:
     cs.store(name="noise_schema_suite", node=SuiteNoiseConfig)
     for name in ("pgd_l2", "mim", "apgd_ce", "apgd_l1", "apgd_t", "fab", "square", "autoattack", "wcar"):
         cs.store(name=f"noise_schema_{name}", node=NOISE_SCHEMAS[name])
-    for name in ("cw", "deepfool", "min_eps"):
+    for name in ("cw", "deepfool", "min_eps", "imagenet_s"):
         cs.store(name=f"noise_schema_{name}", node=NOISE_SCHEMAS[name])
     cs.store(name="noise_schema_transfer", node=TransferNoiseConfig)

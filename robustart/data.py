@@ -176,19 +176,38 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def load(self, path: Path) -> torch.Tensor:
+        """The model's input from one file: Pillow decodes, ``transform`` preprocesses."""
+        from PIL import Image
+
+        with Image.open(path) as img:
+            return self.transform(img.convert("RGB"))
+
     def __getitem__(self, i: int):
-        from PIL import Image, UnidentifiedImageError
+        from PIL import UnidentifiedImageError
 
         try:
-            with Image.open(self.files[i]) as img:
-                image = self.transform(img.convert("RGB"))
+            image = self.load(self.files[i])
         except (OSError, UnidentifiedImageError, ValueError) as err:
             warnings.warn(f"skipping unreadable image {self.files[i]}: {err}", stacklevel=1)
             return None
         return image, torch.tensor(self.labels[i]), torch.tensor(self.sample_ids[i])
 
     def subset(self, n: int) -> ImageFolderDataset:
-        return ImageFolderDataset(self.files[:n], self.labels[:n], self.transform, self.sample_ids[:n])
+        return type(self)(self.files[:n], self.labels[:n], self.transform, self.sample_ids[:n])
+
+    def raw(self, pipeline) -> RawImageDataset:
+        """The same files and sample ids, with ``pipeline`` (compressed bytes -> tensor) instead of Pillow
+        and the transform: how system noise re-decodes the dataset."""
+        return RawImageDataset(self.files, self.labels, pipeline, self.sample_ids)
+
+
+class RawImageDataset(ImageFolderDataset):
+    """Image files handed to ``transform`` as their raw bytes (a :class:`noise.system.Pipeline`): the decoder
+    is part of the transform. Files it cannot decode are skipped and counted, as in the parent class."""
+
+    def load(self, path: Path) -> torch.Tensor:
+        return self.transform(path.read_bytes())
 
 
 def eval_transform(input_size: tuple[int, int, int], crop_pct: float, interpolation: str):

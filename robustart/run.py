@@ -170,10 +170,11 @@ SHIFT_SETS = ("imagenet_a", "imagenet_o", "imagenet_r", "imagenet_sketch", "imag
 DATA_NAMES = ("fashion_mnist", "fashion_mnist_ood", "imagenet", "imagenet_c", "imagenet_p", *SHIFT_SETS)
 
 
-def _load_data(cfg: DictConfig, cache_dir: Path):
+def _load_data(cfg: DictConfig, cache_dir: Path, noise):
     """``(eval_data, info, train_data)``: the evaluation set (one dataset, or ``{Condition: dataset}`` for
     sets that carry their noise: the released ImageNet-C files, ImageNet-O with its in-distribution
-    images), its description, and the training set when ``training`` is set."""
+    images, image folders re-decoded by system noise), its description, and the training set when
+    ``training`` is set."""
     import model_zoo
     from evaluation.shift import OOD
     from noise import Condition
@@ -240,6 +241,7 @@ def _load_data(cfg: DictConfig, cache_dir: Path):
                 cfg.data.root, options["corruptions"], options["severities"], transform
             )
             eval_data = {Condition(cfg.noise.name, c, severity=s): d for (c, s), d in released.items()}
+        eval_data = _system_noise_datasets(cfg, noise, eval_data, info, meta)
     else:
         raise UserError(f"unknown data {cfg.data.name!r}; valid names: {', '.join(DATA_NAMES)}")
     if ev.max_samples is not None:
@@ -250,6 +252,34 @@ def _load_data(cfg: DictConfig, cache_dir: Path):
             eval_data = eval_data.subset(ev.max_samples)
             info.num_samples = len(eval_data)
     return eval_data, info, train_data
+
+
+def _system_noise_datasets(cfg: DictConfig, noise, eval_data, info, meta):
+    """Image folders under system noise: ``{clean: the model's own preprocessing, decoder/resizer: the same
+    files re-decoded and resized by that pair}`` (decoded in the loader's workers); other data unchanged."""
+    from noise import Condition
+    from noise.system import SystemNoise, reference_resizer
+    from robustart import data as datasets
+
+    if "members" in cfg.noise and "imagenet_s" in noise_options(cfg.noise):
+        raise UserError(
+            f"noise=imagenet_s re-decodes the image files of data={cfg.data.name} and cannot be a member of a suite "
+            "there; run it alone (in suites it works on in-memory data such as fashion_mnist)"
+        )
+    if not isinstance(noise, SystemNoise):
+        return eval_data
+    if not isinstance(eval_data, datasets.ImageFolderDataset):
+        raise UserError(
+            f"noise=imagenet_s re-decodes image files, which data={cfg.data.name} does not provide as one folder "
+            "set; use data=imagenet (or imagenet_a, imagenet_r, imagenet_sketch, imagenetv2)"
+        )
+    size, crop_pct = meta.input_size[-1], meta.crop_pct
+    grid = {c: eval_data.raw(noise.pipeline(c, size, crop_pct)) for c in noise.conditions()}
+    info.notes.append(
+        f"imagenet_s: {len(grid)} decoder x resizer combinations of the raw files; the reference (clean) is the "
+        f"model's own preprocessing, pil/{reference_resizer(meta.interpolation)} at crop_pct {crop_pct}"
+    )
+    return {Condition("clean", "clean"): eval_data, **grid}
 
 
 def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
@@ -276,7 +306,7 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
     model_name = cfg.model.name
     model_zoo.registry.get_entry(model_name)  # unknown names fail here with the list of valid ones
 
-    eval_data, info, train_data = _load_data(cfg, cache_dir)
+    eval_data, info, train_data = _load_data(cfg, cache_dir, noise)
     data_classes, data_chans = info.num_classes, info.in_chans
 
     # model: trained by robustart (cached by training hash), or with the weights the config names

@@ -22,7 +22,7 @@ def _pct(value: float, low: float, high: float) -> str:
 
 
 #: metrics with their own layout; any other metric is listed as ``condition metric value``
-_TABLED = {"top1", "top5", "acc", "robust_acc", "ar"}
+_TABLED = {"top1", "top5", "acc", "robust_acc", "ar", "flip_rate"}
 
 
 def _others(group: pd.DataFrame) -> list[str]:
@@ -33,6 +33,7 @@ def _others(group: pd.DataFrame) -> list[str]:
         level = "" if pd.isna(r.severity) else f"difficulty/severity {int(r.severity)}"
         if not pd.isna(r.eps):  # per-budget attack metrics (transfer_asr...)
             level = f"eps {format_eps(r.eps)}"
+        where = f"{where} " if len(where) >= 18 else where
         lines.append(f"  {where:<18}{r.metric:<18}{r.value:10.4f}   {level}".rstrip())
     return lines + _curve_lines(group)
 
@@ -59,6 +60,19 @@ def _curve_lines(group: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _system_table(noise: str, group: pd.DataFrame) -> list[str]:
+    """Accuracy (and flip rate against the reference preprocessing) per resizer (rows) and decoder (columns)."""
+    cells = group.assign(decoder=group["condition"].str.split("/").str[0], resizer=group["condition"].str.split("/").str[1])
+    acc = cells[cells["metric"] == "acc"].pivot_table(index="resizer", columns="decoder", values="value", sort=False)
+    flips = cells[cells["metric"] == "flip_rate"].pivot_table(index="resizer", columns="decoder", values="value", sort=False)
+    header = "".join(f"{d:>13}" for d in acc.columns)
+    lines = [f"{noise:<28}{header}   (acc % / flip rate %)"]
+    for resizer, row in acc.iterrows():
+        line = "".join(f"{100 * v:7.1f} /{100 * flips.loc[resizer, d]:4.1f}" for d, v in row.items())
+        lines.append(f"  {resizer:<26}{line}")
+    return lines
+
+
 def format_summary(metrics: pd.DataFrame) -> str:
     """Clean accuracy, then one block per noise: attacks by eps, corruptions by severity, then the other
     metrics (calibration, out-of-distribution detection, sequence stability, mCE) one per line."""
@@ -76,7 +90,9 @@ def format_summary(metrics: pd.DataFrame) -> str:
         if not len(group):
             lines += [noise, *others]
             continue
-        if group["eps"].notna().any():
+        if (group["metric"] == "flip_rate").any():  # system noise: decoders x resizers
+            lines += _system_table(noise, group)
+        elif group["eps"].notna().any():
             lines.append(f"{noise:<11} {'eps':<9} {'robust_acc [95% CI]':<24} ar (clean-correct) [95% CI]")
             for (cond, eps), g in group.groupby(["condition", "eps"], sort=False):
                 by = g.set_index("metric")
