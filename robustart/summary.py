@@ -62,9 +62,13 @@ def _curve_lines(group: pd.DataFrame) -> list[str]:
 
 def _system_table(noise: str, group: pd.DataFrame) -> list[str]:
     """Accuracy (and flip rate against the reference preprocessing) per resizer (rows) and decoder (columns)."""
-    cells = group.assign(decoder=group["condition"].str.split("/").str[0], resizer=group["condition"].str.split("/").str[1])
+    cells = group.assign(
+        decoder=group["condition"].str.split("/").str[0], resizer=group["condition"].str.split("/").str[1]
+    )
     acc = cells[cells["metric"] == "acc"].pivot_table(index="resizer", columns="decoder", values="value", sort=False)
-    flips = cells[cells["metric"] == "flip_rate"].pivot_table(index="resizer", columns="decoder", values="value", sort=False)
+    flips = cells[cells["metric"] == "flip_rate"].pivot_table(
+        index="resizer", columns="decoder", values="value", sort=False
+    )
     header = "".join(f"{d:>13}" for d in acc.columns)
     lines = [f"{noise:<28}{header}   (acc % / flip rate %)"]
     for resizer, row in acc.iterrows():

@@ -20,9 +20,13 @@ def test_quickstart_default_run(workspace):
     assert top1 > 0.80, f"clean top1 {top1:.3f}"
     pgd = metrics[metrics.metric == "robust_acc"].sort_values("eps")["value"].to_list()
     assert len(pgd) == 3 and pgd[0] >= pgd[1] >= pgd[2]
-    acc = metrics[metrics.metric == "acc"]
+    acc = metrics[(metrics.metric == "acc") & (metrics.noise == "imagenet_c")]
     assert set(acc["condition"]) == {"gaussian_noise", "shot_noise", "impulse_noise", "contrast"}
     assert sorted(set(acc["severity"])) == [1, 2, 3, 4, 5]
+    system = metrics[metrics.noise == "imagenet_s"]  # the small-scale system-noise column
+    assert len(system[system.metric == "acc"]) == len(system[system.metric == "flip_rate"]) == 18
+    assert {"sys_mean", "sys_std", "sys_worst"} <= set(system["metric"])
+    assert system[system.metric == "sys_worst"]["value"].item() <= system[system.metric == "sys_mean"]["value"].item()
     assert "top1" in proc.stdout and "robust_acc" in proc.stdout
 
     again = run_cli()

@@ -113,7 +113,9 @@ class SystemNoise(Noise):
             self._batch, self._round_trips = images, {}
         if decoder not in self._round_trips:
             pixels = images.detach().mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            self._round_trips[decoder] = cpu_map(lambda image: codecs.round_trip(decoder, image, self.codec), list(pixels))
+            self._round_trips[decoder] = cpu_map(
+                lambda image: codecs.round_trip(decoder, image, self.codec), list(pixels)
+            )
         return self._round_trips[decoder]
 
     def metric_rows(self, predictions):

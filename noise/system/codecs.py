@@ -152,7 +152,9 @@ def _encode_ffmpeg(image: np.ndarray, codec: str) -> bytes:
     import av
 
     grey = image.shape[-1] == 1
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[..., 0] if grey else image), format="gray" if grey else "rgb24")
+    frame = av.VideoFrame.from_ndarray(
+        np.ascontiguousarray(image[..., 0] if grey else image), format="gray" if grey else "rgb24"
+    )
     context = av.CodecContext.create("mjpeg" if codec == "jpeg" else "png", "w")
     context.width, context.height, context.time_base = image.shape[1], image.shape[0], Fraction(1, 25)
     if codec == "jpeg":  # mjpeg takes full-range 4:2:0 YUV, as ``ffmpeg -i x.png x.jpg`` makes
@@ -211,6 +213,8 @@ def versions(decoder: str) -> dict[str, object]:
     if decoder == "ffmpeg":
         import av
 
-        libraries = {k: ".".join(map(str, v)) for k, v in av.library_versions.items() if k in ("libavcodec", "libswscale")}
+        libraries = {
+            k: ".".join(map(str, v)) for k, v in av.library_versions.items() if k in ("libavcodec", "libswscale")
+        }
         return {"PyAV": av.__version__, "FFmpeg": getattr(av, "ffmpeg_version_info", None), **libraries}
     raise ValueError(f"unknown decoder {decoder!r}; valid decoders: {', '.join(DECODERS)}")

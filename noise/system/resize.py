@@ -101,7 +101,7 @@ def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     height, width = image.shape[-2:]
     if height < size or width < size:
         raise ValueError(f"a {height} x {width} image is smaller than the {size} px crop")
-    top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+    top, left = round((height - size) / 2.0), round((width - size) / 2.0)
     return image[:, top : top + size, left : left + size]
 
 
