@@ -79,10 +79,9 @@ def system_rows(predictions: pd.DataFrame, noise: str = "imagenet_s") -> pd.Data
             est = flip_rate(ref[scored].astype(np.int64), group["pred"].to_numpy()[scored])
             rows.append(dict(noise=noise, condition=condition, severity=None, eps=None, metric="flip_rate",
                              **est._asdict()))  # fmt: skip
-    correct = grid.pivot(index="sample_id", columns="condition", values="correct").dropna()
-    correct = correct[list(dict.fromkeys(grid["condition"]))].to_numpy(bool)  # conditions in run order
+    names = list(dict.fromkeys(grid["condition"]))  # the combinations in run order
+    correct = grid.pivot(index="sample_id", columns="condition", values="correct").dropna()[names].to_numpy(bool)
     if correct.shape[0]:
-        names = list(dict.fromkeys(grid["condition"]))
         accuracies = correct.mean(axis=0)
         mean, std, worst = spread(accuracies)
         n = correct.shape[0]

@@ -17,6 +17,7 @@ _VERSIONED = {
     "pillow": "Pillow",
     "opencv-python": "OpenCV",
     "opencv-python-headless": "OpenCV",
+    "av": "PyAV",
     "numpy": "numpy",
     "hydra-core": "hydra",
     "pyarrow": "pyarrow",

@@ -191,7 +191,7 @@ def versions(decoder: str) -> dict[str, object]:
         import PIL
         from PIL import features
 
-        return {"Pillow": PIL.__version__, "libjpeg": features.version("jpg"),
+        return {"Pillow": PIL.__version__, "jpeg_api": features.version("jpg"),
                 "libjpeg_turbo": features.version("libjpeg_turbo"), "zlib": features.version("zlib")}  # fmt: skip
     if decoder == "opencv":
         import cv2
@@ -205,10 +205,10 @@ def versions(decoder: str) -> dict[str, object]:
 
         info: dict[str, object] = {"torchvision": torchvision.__version__}
         try:  # torchvision's own image extension says which libjpeg it was built with
-            info["libjpeg_version"] = int(torch.ops.image._jpeg_version())
+            info["jpeg_api"] = int(torch.ops.image._jpeg_version())
             info["libjpeg_turbo"] = bool(torch.ops.image._is_compiled_against_turbo())
         except (AttributeError, RuntimeError):
-            info["libjpeg_version"] = info["libjpeg_turbo"] = None
+            info["jpeg_api"] = info["libjpeg_turbo"] = None
         return info
     if decoder == "ffmpeg":
         import av
