@@ -171,8 +171,8 @@ def test_in_memory_conditions_keep_shape_range_and_geometry():
         assert (y - x).abs().mean() < (0.2 if "opencv_nearest" in cond.name else 0.06), cond
     # PIL's nearest neighbour, up and down again, gives the pixels back: the geometry is unchanged
     image = x[0].mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    assert torch.equal(resample_round_trip(image, "pil_nearest", 32), x[0])
-    assert not torch.equal(resample_round_trip(image, "opencv_nearest", 32), x[0])
+    assert torch.equal(resample_round_trip([image], "pil_nearest", 32)[0], x[0])
+    assert not torch.equal(resample_round_trip([image], "opencv_nearest", 32)[0], x[0])
 
 
 def test_in_memory_rgb_images_and_non_square_ones():

@@ -103,9 +103,8 @@ class SystemNoise(Noise):
                 f"imagenet_s on in-memory images needs square grey or RGB images, got {tuple(images.shape[1:])}"
             )
         larger = math.floor(height / (self.crop_pct or IN_MEMORY_CROP_PCT))
-        # one image takes some 0.1 ms here: the thread pool would cost more than it saves
-        out = [resample_round_trip(image, resizer, larger) for image in self._round_trip(images, decoder)]
-        return torch.stack(out).to(images.device, images.dtype)
+        # one image takes some 0.1 ms here: a thread pool would cost more than it saves
+        return resample_round_trip(self._round_trip(images, decoder), resizer, larger).to(images.device, images.dtype)
 
     def _round_trip(self, images: torch.Tensor, decoder: str) -> list[np.ndarray]:
         """The batch's images (as 8-bit pixels) after ``decoder``'s codec round trip; computed once per batch."""

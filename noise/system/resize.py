@@ -56,34 +56,52 @@ def resize(image: np.ndarray, resizer: str, height: int, width: int) -> torch.Te
     PIL and OpenCV resize the 8-bit pixels and round to 8 bits, as they do in a data pipeline; torch
     resizes the float image (``ToTensor`` then ``interpolate``), so its bicubic overshoot is clamped.
     """
+    if RESIZER_METHODS[resizer][0] == "torch":
+        return resize_floats(torch.tensor(image).permute(2, 0, 1)[None].float().div_(255), resizer, height, width)[0]
+    return _to_floats(resize_pixels(image, resizer, height, width))
+
+
+def resize_pixels(image: np.ndarray, resizer: str, height: int, width: int) -> np.ndarray:
+    """A PIL or OpenCV resizer on ``uint8 (H, W, C)`` pixels: ``uint8 (height, width, C)``."""
     library, method = RESIZER_METHODS[resizer]
     channels = image.shape[-1]
     if library == "pil":
         from PIL import Image
 
         pil = Image.fromarray(image[..., 0] if channels == 1 else image)
-        out = np.array(pil.resize((width, height), getattr(Image.Resampling, method)))
+        out = np.asarray(pil.resize((width, height), getattr(Image.Resampling, method)))
     elif library == "opencv":
         import cv2
 
         out = cv2.resize(image, (width, height), interpolation=getattr(cv2, method))
     else:
-        mode, _, antialias = method.partition("+")
-        x = torch.tensor(image).permute(2, 0, 1)[None].float().div_(255)
-        y = torch.nn.functional.interpolate(x, size=(height, width), mode=mode, align_corners=False,
-                                            antialias=bool(antialias))  # fmt: skip
-        return y[0].clamp_(0, 1)
-    out = out.reshape(height, width, channels)
-    return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).float().div_(255)
+        raise ValueError(f"{resizer} resizes float tensors: use resize_floats")
+    return out.reshape(height, width, channels)
 
 
-def resample_round_trip(image: np.ndarray, resizer: str, larger: int) -> torch.Tensor:
-    """An in-memory image ``uint8 (S, S, C)`` resized up to ``larger`` px (stored as 8 bits, as a larger
-    copy of the image would be) and back down to ``S`` px by ``resizer``: the resampling differences of the
-    libraries without changing the image's geometry. Returns ``float32 (C, S, S)`` in [0, 1]."""
-    size = image.shape[0]
-    up = resize(image, resizer, larger, larger).mul_(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
-    return resize(up, resizer, size, size)
+def resize_floats(images: torch.Tensor, resizer: str, height: int, width: int) -> torch.Tensor:
+    """A torch resizer on a float batch ``(N, C, H, W)`` in [0, 1]; the result is clamped to [0, 1]."""
+    mode, _, antialias = RESIZER_METHODS[resizer][1].partition("+")
+    out = torch.nn.functional.interpolate(images, size=(height, width), mode=mode, align_corners=False,
+                                          antialias=bool(antialias))  # fmt: skip
+    return out.clamp_(0, 1)
+
+
+def _to_floats(pixels: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(pixels, copy=True)).permute(2, 0, 1).float().div_(255)
+
+
+def resample_round_trip(images: list[np.ndarray], resizer: str, larger: int) -> torch.Tensor:
+    """In-memory images ``uint8 (S, S, C)`` resized up to ``larger`` px (stored as 8 bits, as a larger copy of
+    an image would be) and back down to ``S`` px by ``resizer``: the resampling differences of the libraries
+    without changing the images' geometry. Returns ``float32 (N, C, S, S)`` in [0, 1]."""
+    size = images[0].shape[0]
+    if RESIZER_METHODS[resizer][0] != "torch":
+        down = [resize_pixels(resize_pixels(x, resizer, larger, larger), resizer, size, size) for x in images]
+        return torch.from_numpy(np.stack(down)).permute(0, 3, 1, 2).float().div_(255)
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)
+    up = resize_floats(batch, resizer, larger, larger).mul_(255).round_().div_(255)
+    return resize_floats(up, resizer, size, size)
 
 
 def resized_size(height: int, width: int, target: int, square: bool = False) -> tuple[int, int]:
