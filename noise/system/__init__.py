@@ -27,7 +27,6 @@ from noise.registry import register_noise
 from noise.system import codecs
 from noise.system.codecs import CODECS, DECODERS
 from noise.system.resize import RESIZERS, Pipeline, check_resizer, reference_resizer, resample_round_trip
-from noise.threads import cpu_map
 
 __all__ = ["CODECS", "DECODERS", "RESIZERS", "Pipeline", "SystemNoise", "reference_resizer"]
 
@@ -112,9 +111,8 @@ class SystemNoise(Noise):
             self._batch, self._round_trips = images, {}
         if decoder not in self._round_trips:
             pixels = images.detach().mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            self._round_trips[decoder] = cpu_map(
-                lambda image: codecs.round_trip(decoder, image, self.codec), list(pixels)
-            )
+            # serially: on small images the codec calls are too short for a thread pool to pay off (measured)
+            self._round_trips[decoder] = [codecs.round_trip(decoder, image, self.codec) for image in pixels]
         return self._round_trips[decoder]
 
     def metric_rows(self, predictions):
