@@ -38,13 +38,16 @@ def test_end_to_end_writes_results_and_skips_a_finished_run(workspace):
     metrics = pq.read_table(run_dir / store.METRICS_FILE)
     assert metrics.schema.metadata[b"robustart_schema_version"] == str(store.SCHEMA_VERSION).encode()
     frame = metrics.to_pandas()
-    assert set(frame["metric"]) == {"top1", "top5", "robust_acc", "ar", "acc"}
-    assert (frame["ci_low"] <= frame["value"]).all() and (frame["value"] <= frame["ci_high"]).all()
-    assert len(frame[frame.metric == "acc"]) == 4 * 2 and len(frame[frame.metric == "robust_acc"]) == 3
+    system = {"flip_rate", "sys_mean", "sys_std", "sys_worst"}
+    assert set(frame["metric"]) == {"top1", "top5", "robust_acc", "ar", "acc", *system}
+    interval = frame[frame.metric != "sys_std"]  # a spread, not a proportion: no interval
+    assert frame[frame.metric == "sys_std"]["ci_low"].isna().all()
+    assert (interval["ci_low"] <= interval["value"]).all() and (interval["value"] <= interval["ci_high"]).all()
+    assert len(frame[frame.metric == "acc"]) == 4 * 2 + 3 * 4 and len(frame[frame.metric == "robust_acc"]) == 3
     assert set(frame["family"]) == {"cnn"} and frame["weights"].str.startswith("robustart:").all()
 
     preds = pq.read_table(run_dir / store.PREDICTIONS_FILE).to_pandas()
-    assert len(preds) == 64 * (1 + 3 + 8)
+    assert len(preds) == 64 * (1 + 3 + 8 + 12)
     assert not preds.duplicated(["noise", "condition", "severity", "eps", "sample_id"]).any()
 
     manifest = json.loads((run_dir / store.MANIFEST_FILE).read_text())
