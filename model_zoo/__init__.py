@@ -10,8 +10,11 @@ Every model takes RGB (or grey) floats in [0, 1]; normalisation lives inside the
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -66,22 +69,46 @@ def list_models(family: str | None = None) -> list[str]:
     return registered_names(family)
 
 
-def get_metadata(name: str, **overrides) -> ModelMetadata:
-    """Metadata of a zoo entry (parameters counted on the meta device, so nothing is allocated)."""
+def _build(name: str, overrides: dict[str, Any]) -> tuple[nn.Module, ModelMetadata]:
+    """Call the entry's factory with the overrides that are set (``None`` keeps the entry's default)."""
+    entry = get_entry(name)
+    kwargs = {k: v for k, v in overrides.items() if v is not None}
+    parameters = inspect.signature(entry.factory).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        unknown = sorted(set(kwargs) - set(parameters))
+        if unknown:
+            raise ValueError(f"model {name!r} does not take {unknown}; it takes {sorted(parameters)}")
+    return entry.factory(**kwargs)
+
+
+def count_flops(net: nn.Module, input_size: tuple[int, ...]) -> int:
+    """FLOPs of one forward pass on one image of ``input_size`` (torch's ``FlopCounterMode``; a multiply-add
+    counts 2). Run on a meta-device ``net`` it allocates nothing and takes well under a second."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(net.parameters()).device
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net.eval()(torch.empty(1, *input_size, device=device))
+    return int(counter.get_total_flops())
+
+
+@functools.lru_cache(maxsize=256)
+def _metadata(name: str, overrides: tuple[tuple[str, Any], ...]) -> ModelMetadata:
     with torch.device("meta"):
-        net, meta = get_entry(name).factory(**overrides)
-    return replace(meta, params=sum(p.numel() for p in net.parameters()))
+        net, meta = _build(name, dict(overrides))
+        params = sum(p.numel() for p in net.parameters())
+        return replace(meta, params=params, flops=count_flops(net, meta.input_size))
 
 
-def create_model(
-    name: str,
-    *,
-    weights: str = "random",
-    sha256: str | None = None,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    img_size: int | None = None,
-) -> NormalizedModel:
+def get_metadata(name: str, **overrides: Any) -> ModelMetadata:
+    """Metadata of a zoo entry, parameters and FLOPs included (counted on the meta device: nothing is allocated).
+
+    ``overrides`` are the same as :func:`create_model`'s (``num_classes``, ``in_chans``, ``img_size``, ...).
+    """
+    return _metadata(name, tuple(sorted((k, v) for k, v in overrides.items() if v is not None)))
+
+
+def create_model(name: str, *, weights: str = "random", sha256: str | None = None, **overrides: Any) -> NormalizedModel:
     """Build a zoo model by name.
 
     Args:
@@ -90,18 +117,18 @@ def create_model(
             has them, else timm's hub tag of the entry, from the local cache, failing fast offline) or a
             path to a ``.safetensors`` / torch state-dict file.
         sha256: expected digest of the weights file; a mismatch refuses it.
-        num_classes, in_chans, img_size: overrides of the entry's defaults (``None`` keeps them).
+        overrides: the entry's options; every entry takes ``num_classes``, ``in_chans`` and ``img_size``,
+            some take more (``nas_subnet``: ``subnet``). ``None`` keeps the entry's default.
 
     Returns:
         A :class:`NormalizedModel` in eval mode with ``.metadata`` set.
 
     Raises:
-        ValueError: unknown name, weights that do not fit, sha256 mismatch.
+        ValueError: unknown name or option, weights that do not fit, sha256 mismatch.
         FileNotFoundError: weights file missing, or pretrained weights unavailable offline.
     """
-    entry = get_entry(name)
-    net, meta = entry.factory(num_classes=num_classes, in_chans=in_chans, img_size=img_size)
-    meta = replace(meta, params=sum(p.numel() for p in net.parameters()))
+    net, _ = _build(name, overrides)
+    meta = get_metadata(name, **overrides)
     packaged = packaged_weights(name) if weights == "pretrained" else None
     if packaged is not None:
         load_packaged(net, name, packaged)

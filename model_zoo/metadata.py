@@ -23,6 +23,10 @@ class ModelMetadata:
         crop_pct: centre-crop fraction of the evaluation transform (resize to size / crop_pct).
         interpolation: resize interpolation of the evaluation transform (``bilinear``, ``bicubic``...).
         params: number of parameters.
+        flops: floating-point operations of one forward pass on one image at ``input_size``, counted by
+            torch's own ``FlopCounterMode`` (a multiply-add counts 2), on the meta device.
+        genes: architecture genes of a searched subnet (``nas_subnet``: depth, width, kernel size and
+            expansion per stage, input resolution); ``None`` for hand-designed entries.
         weights: where the weights came from: ``random``, ``timm:<hub tag>``, ``file:<name>`` or
             ``robustart:<checkpoint hash>``.
         sha256: digest of the weights file, when weights were loaded from a file.
@@ -39,8 +43,10 @@ class ModelMetadata:
     crop_pct: float
     interpolation: str
     params: int = 0
+    flops: int = 0
     weights: str = "random"
     sha256: str | None = None
+    genes: dict[str, int | float] | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
