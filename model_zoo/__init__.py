@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from model_zoo import cnn, mlp, transformer  # noqa: F401  (registers the entries)
+from model_zoo import cnn, mlp, nas, searched, transformer  # noqa: F401  (registers the entries)
+from model_zoo.cards import read_card, trained_entry
 from model_zoo.metadata import FAMILIES, ModelMetadata
 from model_zoo.registry import ZooEntry, get_entry, register_model, registered_names
 from model_zoo.weights import (
@@ -69,15 +70,20 @@ def list_models(family: str | None = None) -> list[str]:
     return registered_names(family)
 
 
+#: the options every entry takes (``None`` keeps the entry's default)
+COMMON_OPTIONS = ("num_classes", "in_chans", "img_size")
+
+
 def _build(name: str, overrides: dict[str, Any]) -> tuple[nn.Module, ModelMetadata]:
     """Call the entry's factory with the overrides that are set (``None`` keeps the entry's default)."""
     entry = get_entry(name)
     kwargs = {k: v for k, v in overrides.items() if v is not None}
     parameters = inspect.signature(entry.factory).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        unknown = sorted(set(kwargs) - set(parameters))
-        if unknown:
-            raise ValueError(f"model {name!r} does not take {unknown}; it takes {sorted(parameters)}")
+    named = {k for k, p in parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    takes = named if len(named) == len(parameters) else named | set(COMMON_OPTIONS)  # **overrides: the common ones
+    unknown = sorted(set(kwargs) - takes)
+    if unknown:
+        raise ValueError(f"model {name!r} does not take {unknown}; it takes {sorted(takes)}")
     return entry.factory(**kwargs)
 
 
@@ -144,7 +150,33 @@ def create_model(name: str, *, weights: str = "random", sha256: str | None = Non
         meta = meta.with_weights(source)
     elif weights != "random":
         path = Path(weights).expanduser()
-        state = read_state_dict(path, sha256=sha256)
-        apply_state_dict(net, state, source=f"weights file {path}")
-        meta = meta.with_weights(f"file:{path.name}", sha256 or sha256_file(path))
+        card = read_card(path)
+        if card is not None:
+            net = _from_checkpoint(name, net, card, sha256, overrides)
+            meta = meta.with_weights(f"robustart:{card.get('config_hash', '?')}", card["sha256"])
+        else:
+            state = read_state_dict(path, sha256=sha256)
+            apply_state_dict(net, state, source=f"weights file {path}")
+            meta = meta.with_weights(f"file:{path.name}", sha256 or sha256_file(path))
     return NormalizedModel(net, meta).eval()
+
+
+def _from_checkpoint(name: str, net: nn.Module, card: dict, sha256: str | None, overrides: dict) -> nn.Module:
+    """``net`` with the weights of a robustart checkpoint, refused when they belong to another entry, or cut
+    from them when this entry declares how (a subnet from its supernet)."""
+    trained = trained_entry(card)
+    where = f"checkpoint {Path(card['path']).parent}"
+    if sha256 is not None and sha256.lower() != card["sha256"].lower():
+        raise ValueError(f"{where} has sha256 {card['sha256']}, expected {sha256} (fix model.sha256 or the path)")
+    if trained == name:
+        apply_state_dict(net, read_state_dict(card["path"], sha256=card["sha256"]), source=where)
+        return net
+    cut = (get_entry(name).weights_from or {}).get(trained)
+    if cut is None:
+        raise ValueError(
+            f"{where} holds weights of model {trained!r}, not {name!r}: use model={trained}, or a checkpoint "
+            f"trained for {name}"
+        )
+    shared = {k: v for k, v in overrides.items() if k in COMMON_OPTIONS}
+    source = create_model(trained, weights=card["path"], sha256=card["sha256"], **shared)
+    return cut(source.net, **overrides)

@@ -21,20 +21,25 @@ class ZooEntry:
     family: str
     factory: Callable
     description: str = ""
+    #: weights this entry can be cut from, by the entry that holds them: ``{"nas_supernet": slice_fn}`` where
+    #: ``slice_fn(source_net, **overrides)`` returns this entry's module (a subnet sliced from a supernet).
+    weights_from: dict[str, Callable] | None = None
 
 
 _REGISTRY: dict[str, ZooEntry] = {}
 
 
-def register_model(name: str, *, family: str, description: str = "") -> Callable[[Callable], Callable]:
-    """Register a model factory under ``name``; duplicate names are refused."""
+def register_model(
+    name: str, *, family: str, description: str = "", weights_from: dict[str, Callable] | None = None
+) -> Callable[[Callable], Callable]:
+    """Register a model factory under ``name``; duplicate names are refused (see :class:`ZooEntry`)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
 
     def decorator(factory: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ZooEntry(name, family, factory, description or (factory.__doc__ or "").strip())
+        _REGISTRY[name] = ZooEntry(name, family, factory, description or (factory.__doc__ or "").strip(), weights_from)
         return factory
 
     return decorator

@@ -108,11 +108,31 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def load_pretrained(module: nn.Module, *, name: str, tag: str, in_chans: int, num_classes: int) -> str:
-    """Load timm's pretrained weights for ``tag`` into ``module``; return the weights source string.
+    """Load the pretrained weights of architecture ``tag`` into ``module``; return the weights source string.
 
-    Uses the local Hugging Face cache first, the hub only when reachable, so an offline machine gets
-    a clear error in seconds rather than a long retry loop.
+    ``tag`` is a timm tag (``resnet50.a1_in1k``: the weights of its hub repository) or ``torchvision.<builder>``
+    (the builder's default weights, from the torch hub cache: ``torch.hub.get_dir()/checkpoints``). The local
+    cache comes first, the network only when reachable, so an offline machine gets a clear error in seconds
+    rather than a long retry loop. A different ``in_chans`` or ``num_classes`` adapts the first convolution and
+    keeps a random classifier, as timm does.
     """
+    if tag.startswith("torchvision."):
+        from model_zoo._torchvision import cached_weights, fit_pretrained
+
+        weights, path = cached_weights(tag)
+        if not path.is_file():
+            if not hub_reachable():
+                raise FileNotFoundError(
+                    f"pretrained weights for model {name!r} ({tag}, {weights}) are not in the local torch hub cache "
+                    f"and the network cannot be reached (offline or HF_HUB_OFFLINE=1). Download {weights.url} and "
+                    f"place it at {path}, point at a weights file with model.weights=/path/to/weights.pth, or "
+                    "evaluate random weights with model.weights=random."
+                )
+            torch.hub.load_state_dict_from_url(weights.url, map_location="cpu", progress=False, check_hash=True)
+        state = fit_pretrained(module, read_state_dict(path), in_chans=in_chans, num_classes=num_classes)
+        apply_state_dict(module, state, source=f"torchvision weights {path}")
+        return f"torchvision:{weights}"
+
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from timm.models import get_pretrained_cfg
     from timm.models import load_pretrained as timm_load_pretrained

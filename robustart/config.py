@@ -27,6 +27,10 @@ class ModelConfig:
     num_classes: int | None = None
     in_chans: int | None = None
     img_size: int | None = None
+    #: ``nas_subnet`` only: which subnet of the search space (an integer id; see ``model_zoo.nas``).
+    subnet: int | None = None
+    #: subnets sliced from a trained supernet: training batches that re-estimate their batch-norm statistics.
+    bn_batches: int = 20
 
 
 @dataclass
@@ -343,6 +347,11 @@ class TrainingConfig:
     label_smoothing: float = 0.0
     grad_clip: float | None = None
     seed: int = 0
+    #: weight-sharing supernet training (``model=nas_subnet`` only): each step trains the largest, the smallest
+    #: and this many random subnets (the sandwich rule); ``null`` trains the model alone.
+    sandwich_random: int | None = None
+    #: sandwich rule: the other subnets learn from the largest one's predictions (in-place distillation).
+    inplace_distill: bool = True
 
 
 @dataclass

@@ -51,9 +51,23 @@ def _hash(data: Any, length: int = 10) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
+def _resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config without the NAS settings of runs that do not use them, so that adding those
+    settings left every other run's id (and training hash) as it was."""
+    full = OmegaConf.to_container(cfg, resolve=True)
+    model, training = full.get("model") or {}, full.get("training")
+    if model.get("subnet") is None:
+        model.pop("subnet", None)
+        model.pop("bn_batches", None)
+    if training and training.get("sandwich_random") is None:
+        training.pop("sandwich_random", None)
+        training.pop("inplace_distill", None)
+    return full
+
+
 def identity(cfg: DictConfig) -> dict[str, Any]:
     """The part of the resolved config that determines the results."""
-    full = OmegaConf.to_container(cfg, resolve=True)
+    full = _resolved(cfg)
     ident = {}
     for key, fields in _IDENTITY_KEYS.items():
         value = full.get(key)
@@ -96,6 +110,8 @@ class Plan:
     train_data: Any = None
     checkpoint: dict | None = None  # card of the checkpoint used (existing or to be trained)
     checkpoint_dir: Path | None = None
+    #: the zoo entry that training trains (``nas_supernet`` when the model is a subnet cut from it)
+    trained_entry: str | None = None
     notes: list[str] = field(default_factory=list)
     baseline: Any = None  # metrics of the run that normalises sequence metrics (nmfp, mt5d)
 
@@ -149,8 +165,11 @@ def build_noise(noise_cfg: DictConfig):
 
 
 def _training_key(cfg: DictConfig) -> tuple[str, dict]:
-    full = OmegaConf.to_container(cfg, resolve=True)
-    model = {k: v for k, v in full["model"].items() if k not in ("weights", "sha256")}
+    """The hash of what a training run produces: model, training data and recipe. A supernet is trained once
+    for all its subnets, so the subnet id and its batch-norm calibration are not part of it."""
+    full = _resolved(cfg)
+    drop = {"weights", "sha256"} | ({"subnet", "bn_batches"} if full["training"].get("sandwich_random") else set())
+    model = {k: v for k, v in full["model"].items() if k not in drop}
     data = {k: full["data"].get(k) for k in ("name", "train_split")}
     key = {"model": model, "data": data, "training": full["training"]}
     return _hash(key, 12), key
@@ -170,11 +189,11 @@ SHIFT_SETS = ("imagenet_a", "imagenet_o", "imagenet_r", "imagenet_sketch", "imag
 DATA_NAMES = ("fashion_mnist", "fashion_mnist_ood", "imagenet", "imagenet_c", "imagenet_p", *SHIFT_SETS)
 
 
-def _load_data(cfg: DictConfig, cache_dir: Path, noise):
+def _load_data(cfg: DictConfig, cache_dir: Path, noise, need_train: bool):
     """``(eval_data, info, train_data)``: the evaluation set (one dataset, or ``{Condition: dataset}`` for
     sets that carry their noise: the released ImageNet-C files, ImageNet-O with its in-distribution
     images, image folders re-decoded by system noise), its description, and the training set when
-    ``training`` is set."""
+    ``need_train`` (training, or a subnet whose batch-norm statistics are re-estimated)."""
     import model_zoo
     from evaluation.shift import OOD
     from noise import Condition
@@ -183,7 +202,7 @@ def _load_data(cfg: DictConfig, cache_dir: Path, noise):
     ev, train_data = cfg.evaluation, None
     if cfg.data.name in ("fashion_mnist", "fashion_mnist_ood"):
         eval_data, info = datasets.load_fashion_mnist(cfg.data.root, cache_dir, cfg.data.split)
-        if cfg.training is not None:
+        if need_train:
             train_data, _ = datasets.load_fashion_mnist(cfg.data.root, cache_dir, cfg.data.train_split)
         if cfg.data.name == "fashion_mnist_ood":  # the small-scale out-of-distribution pair
             if cfg.noise.name != "clean":
@@ -195,9 +214,10 @@ def _load_data(cfg: DictConfig, cache_dir: Path, noise):
                 f"out-of-distribution set: {len(patches)} grey 28 px patches of scikit-image's photographs"
             )
     elif cfg.data.name in ("imagenet", "imagenet_c", "imagenet_p", *SHIFT_SETS):
-        if cfg.training is not None:
+        if need_train:
             raise UserError(
-                f"training on data={cfg.data.name} is not supported yet; drop training= or use fashion_mnist"
+                f"training (or re-estimating a subnet's batch norm) on data={cfg.data.name} is not supported yet; "
+                "drop training= or use fashion_mnist"
             )
         # the model's own preprocessing, from its metadata
         meta = model_zoo.get_metadata(cfg.model.name, num_classes=cfg.model.num_classes, in_chans=cfg.model.in_chans,
@@ -306,26 +326,30 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
     model_name = cfg.model.name
     model_zoo.registry.get_entry(model_name)  # unknown names fail here with the list of valid ones
 
-    eval_data, info, train_data = _load_data(cfg, cache_dir, noise)
+    trained = _trained_entry(cfg, cache_dir)
+    eval_data, info, train_data = _load_data(cfg, cache_dir, noise, need_train=trained is not None)
     data_classes, data_chans = info.num_classes, info.in_chans
 
     # model: trained by robustart (cached by training hash), or with the weights the config names
-    overrides = {"num_classes": cfg.model.num_classes, "in_chans": cfg.model.in_chans, "img_size": cfg.model.img_size}
+    overrides = {"num_classes": cfg.model.num_classes, "in_chans": cfg.model.in_chans, "img_size": cfg.model.img_size,
+                 "subnet": cfg.model.subnet}  # fmt: skip
     checkpoint, checkpoint_dir = None, None
     if cfg.training is not None:
         overrides["num_classes"] = overrides["num_classes"] or data_classes
         overrides["in_chans"] = overrides["in_chans"] or data_chans
         train_hash, _ = _training_key(cfg)
-        checkpoint_dir = cache_dir / "checkpoints" / f"{model_name}-{cfg.data.name}-{cfg.training.name}-{train_hash}"
+        checkpoint_dir = cache_dir / "checkpoints" / f"{trained}-{cfg.data.name}-{cfg.training.name}-{train_hash}"
         card = find_checkpoint(checkpoint_dir)
         if card is not None:
-            model = model_zoo.create_model(model_name, weights=card["path"], sha256=card["sha256"], **overrides)
+            model = model_zoo.create_model(model_name, weights=str(checkpoint_dir), **overrides)
             checkpoint = card
-        else:
+        else:  # trained in execute(); a subnet is cut from its supernet afterwards
             torch.manual_seed(cfg.training.seed)
-            model = model_zoo.create_model(model_name, weights="random", **overrides)
+            own = overrides if trained == model_name else {k: v for k, v in overrides.items() if k != "subnet"}
+            model = model_zoo.create_model(trained, weights="random", **own)
     else:
-        model = model_zoo.create_model(model_name, weights=cfg.model.weights, sha256=cfg.model.sha256, **overrides)
+        weights = _checkpoint_path(cfg.model.weights, cache_dir)
+        model = model_zoo.create_model(model_name, weights=weights, sha256=cfg.model.sha256, **overrides)
     if info.class_mask is not None and model.metadata.num_classes != data_classes:
         raise UserError(
             f"data={cfg.data.name} restricts the outputs of an ImageNet-1k model to its {len(info.class_mask)} "
@@ -344,9 +368,40 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
     bind_sources(cfg, noise, model, info.class_mask)  # transfer attacks: their source models, checked here
     if getattr(noise, "sequences", False) and cfg.data.name == "imagenet":
         noise.crop = model.metadata.input_size[-1]  # frames come uncropped (see _load_data)
-    plan = Plan(cfg, run_id, run_dir, device, noise, eval_data, info, model, train_data, checkpoint, checkpoint_dir)
+    plan = Plan(cfg, run_id, run_dir, device, noise, eval_data, info, model, train_data, checkpoint, checkpoint_dir,
+                trained)  # fmt: skip
     plan.baseline = baseline
     return plan
+
+
+def _checkpoint_path(weights: str, cache_dir: Path) -> str:
+    """``model.weights=robustart:<hash>`` names a checkpoint in the cache by its training config hash."""
+    if not weights.startswith("robustart:"):
+        return weights
+    key = weights.removeprefix("robustart:")
+    matches = sorted((cache_dir / "checkpoints").glob(f"*-{key}")) if key else []
+    if len(matches) != 1:
+        raise UserError(f"model.weights={weights}: {len(matches)} checkpoints of that training hash in "
+                        f"{cache_dir / 'checkpoints'}; train it (training=...) or give the checkpoint folder")  # fmt: skip
+    return str(matches[0])
+
+
+def _trained_entry(cfg: DictConfig, cache_dir: Path) -> str | None:
+    """The zoo entry whose weights training produces, or whose weights the model is cut from (a subnet cut from
+    a supernet re-estimates its batch norm on training data); ``None`` when neither applies."""
+    import model_zoo
+
+    if cfg.training is not None:
+        if cfg.training.sandwich_random is None:
+            return cfg.model.name
+        if cfg.model.name != "nas_subnet":
+            raise UserError(f"training.sandwich_random trains a weight-sharing supernet for model=nas_subnet, not "
+                            f"model={cfg.model.name}; set training.sandwich_random=null or use model=nas_subnet")  # fmt: skip
+        return "nas_supernet"
+    card = model_zoo.cards.read_card(_checkpoint_path(cfg.model.weights, cache_dir))
+    if card is not None and model_zoo.cards.trained_entry(card) != cfg.model.name:
+        return model_zoo.cards.trained_entry(card)
+    return None
 
 
 def find_run(cfg: DictConfig, name: str, option: str) -> Path:
@@ -386,12 +441,21 @@ def _train(plan: Plan, timings: dict) -> None:
     log.info("training %s with recipe %r on %s/%s (%d samples)", cfg.model.name, tcfg["name"], cfg.data.name,
              cfg.data.train_split, len(plan.train_data))  # fmt: skip
     t = time.monotonic()
-    kwargs = {k: v for k, v in tcfg.items() if k != "name"}
-    metrics = fit(plan.model, plan.train_data, device=plan.device, progress=log.info, **kwargs)
+    kwargs = {k: v for k, v in tcfg.items() if k not in ("name", "sandwich_random", "inplace_distill")}
+    if tcfg.get("sandwich_random") is not None:
+        from training.supernet import fit_supernet
+
+        log.info("supernet: each step trains the largest, the smallest and %d random subnets%s",
+                 tcfg["sandwich_random"], ", distilled from the largest" if tcfg["inplace_distill"] else "")  # fmt: skip
+        metrics = fit_supernet(plan.model, plan.train_data, num_random=tcfg["sandwich_random"],
+                               distill=tcfg["inplace_distill"], device=plan.device, progress=log.info, **kwargs)  # fmt: skip
+    else:
+        metrics = fit(plan.model, plan.train_data, device=plan.device, progress=log.info, **kwargs)
     timings["train_s"] = time.monotonic() - t
     train_hash, key = _training_key(cfg)
     card = {
         "config_hash": train_hash,
+        "entry": plan.trained_entry,
         "recipe": tcfg,
         "model": key["model"],
         "data": {**key["data"], "num_samples": len(plan.train_data)},
@@ -403,6 +467,32 @@ def _train(plan: Plan, timings: dict) -> None:
     plan.checkpoint = {**card, **(json.loads((plan.checkpoint_dir / "checkpoint.json").read_text()))}
     plan.checkpoint["path"] = str(plan.checkpoint_dir / plan.checkpoint["weights"])
     log.info("checkpoint saved to %s", plan.checkpoint_dir)
+
+
+def _cut_subnet(plan: Plan, timings: dict) -> None:
+    """Replace the supernet by the configured subnet with its sliced weights, then re-estimate the subnet's
+    batch-norm statistics on ``model.bn_batches`` training batches (the supernet's are a mix of every subnet's)."""
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    import model_zoo
+    from model_zoo.nas import recalibrate_bn
+
+    cfg, t = plan.cfg, time.monotonic()
+    if plan.checkpoint_dir is not None:  # trained here: the subnet is cut from the checkpoint just written
+        meta = plan.model.metadata
+        plan.model = model_zoo.create_model(cfg.model.name, weights=str(plan.checkpoint_dir), subnet=cfg.model.subnet,
+                                            num_classes=meta.num_classes, in_chans=meta.in_chans,
+                                            img_size=cfg.model.img_size)  # fmt: skip
+    batch = cfg.evaluation.batch_size
+    count = min(len(plan.train_data), cfg.model.bn_batches * batch)
+    order = torch.randperm(len(plan.train_data), generator=torch.Generator().manual_seed(cfg.seed))[:count]
+    loader = DataLoader(Subset(plan.train_data, order.tolist()), batch_size=batch, num_workers=cfg.data.num_workers)
+    recalibrate_bn(plan.model.to(plan.device), (images.to(plan.device) for images, *_ in loader))
+    genes = plan.model.metadata.genes or {}
+    log.info("subnet %s cut from %s; batch norm re-estimated on %d training images (%.1f s)", genes.get("subnet"),
+             plan.trained_entry, count, time.monotonic() - t)  # fmt: skip
+    timings["bn_recalibration_s"] = time.monotonic() - t
 
 
 def execute(plan: Plan, t_start: float) -> RunResult:
@@ -423,6 +513,8 @@ def execute(plan: Plan, t_start: float) -> RunResult:
         _train(plan, timings)
     elif plan.checkpoint is not None:
         log.info("reusing checkpoint %s (sha256 %s...)", plan.checkpoint["path"], plan.checkpoint["sha256"][:12])
+    if plan.trained_entry not in (None, cfg.model.name):  # a subnet, cut from its supernet
+        _cut_subnet(plan, timings)
     meta = plan.model.metadata
     weights = f"robustart:{plan.checkpoint['config_hash']}" if plan.checkpoint else meta.weights
     if weights == "random":
@@ -483,7 +575,7 @@ def execute(plan: Plan, t_start: float) -> RunResult:
         frames = frames.assign(**run_cols)
         parts.append(sequence_rows(frames, plan.baseline))
     metrics = pd.concat([p for p in parts if len(p)], ignore_index=True).assign(
-        **run_cols, family=meta.family, params=meta.params, data=cfg.data.name
+        **run_cols, **_model_columns(meta), data=cfg.data.name
     )
     timings["total_s"] = time.monotonic() - t_start
     manifest = {
@@ -516,12 +608,23 @@ def execute(plan: Plan, t_start: float) -> RunResult:
         logger.finish()
 
     header = (
-        f"robustart run {plan.run_id}: {meta.name} ({meta.family}, {meta.params:,} params, weights {weights}) "
-        f"on {cfg.data.name}/{cfg.data.split}, {plan.data_info.num_samples} samples"
+        f"robustart run {plan.run_id}: {meta.name} ({meta.family}, {meta.params:,} params, {meta.flops / 1e6:,.1f} "
+        f"MFLOPs, weights {weights}) on {cfg.data.name}/{cfg.data.split}, {plan.data_info.num_samples} samples"
     )
+    if meta.genes:
+        header += "\nsubnet " + ", ".join(f"{k} {v}" for k, v in meta.genes.items())
     notes = "".join(f"\nNOTE: {n}" for n in plan.notes)
     print(f"\n{header}{notes}\n\n{format_summary(metrics)}\n\nresults: {plan.run_dir}  ({timings['total_s']:.1f} s)")
     return RunResult(plan.run_dir, skipped=False, metrics=pd.DataFrame(metrics))
+
+
+def _model_columns(meta) -> dict:
+    """The metadata columns every metrics row carries (see :func:`robustart.store.model_columns`)."""
+    genes = meta.genes or {}
+    columns = {"family": meta.family, "params": meta.params, "flops": meta.flops, "input_size": meta.input_size[-1]}
+    columns["subnet"] = genes.get("subnet")
+    columns.update({name: genes.get(name.removeprefix("nas_")) for name in store.model_columns() if name[:4] == "nas_"})
+    return columns
 
 
 def _noise_extra(noise, hook: str, *args):

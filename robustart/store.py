@@ -11,12 +11,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+#: 2 added the model's ``flops``, ``input_size``, ``subnet`` and NAS gene (``nas_*``) columns to ``metrics``.
+SCHEMA_VERSION = 2
 METRICS_FILE = "metrics.parquet"
 PREDICTIONS_FILE = "predictions.parquet"
 FRAMES_FILE = "frames.parquet"
 MANIFEST_FILE = "manifest.json"
 DONE_FILE = "done"
+
+
+def model_columns() -> list[str]:
+    """The model metadata columns of ``metrics.parquet`` after ``family``, ``weights`` and ``params``:
+    ``flops``, ``input_size`` (px), and for NAS subnets their ``subnet`` id and genes (``nas_<gene>``,
+    null for hand-designed models), so that tables group by family and robustness can be read against genes."""
+    from model_zoo.nas import GENE_NAMES
+
+    return ["flops", "input_size", "subnet", *(f"nas_{g}" for g in GENE_NAMES)]
 
 
 def metrics_schema():
@@ -29,6 +39,7 @@ def metrics_schema():
         ("family", pa.string()),
         ("weights", pa.string()),
         ("params", pa.int64()),
+        *((name, pa.int64()) for name in model_columns()),
         ("data", pa.string()),
         ("noise", pa.string()),
         ("metric", pa.string()),

@@ -11,8 +11,9 @@ from typing import Any
 
 from torch import nn
 
+from model_zoo.cards import CARD_FILE, read_card
+
 WEIGHTS_FILE = "model.safetensors"
-CARD_FILE = "checkpoint.json"
 
 
 def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
@@ -52,9 +53,4 @@ def save_checkpoint(directory: str | Path, net: nn.Module, card: dict[str, Any])
 
 def find_checkpoint(directory: str | Path) -> dict[str, Any] | None:
     """The card of a complete checkpoint in ``directory`` (with ``path`` added), or None."""
-    card_path = Path(directory) / CARD_FILE
-    if not card_path.is_file():
-        return None
-    card = json.loads(card_path.read_text())
-    card["path"] = str(Path(directory) / card["weights"])
-    return card
+    return read_card(directory) if Path(directory).is_dir() else None

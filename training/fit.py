@@ -37,6 +37,7 @@ def fit(
     device: torch.device | str = "cpu",
     num_workers: int = 0,
     progress: Callable[[str], None] | None = None,
+    loss_fn: Callable | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place on ``dataset`` of ``(image, label, sample_id)`` items.
 
@@ -60,6 +61,10 @@ def fit(
         device: where to train.
         num_workers: DataLoader workers.
         progress: called with a one-line message about every 10 seconds.
+        loss_fn: a custom training step: ``loss, logits = loss_fn(model, images, labels, criterion)`` replaces
+            ``logits = model(images); loss = criterion(logits, labels)`` (inside the same autocast context;
+            ``criterion`` is the label-smoothed cross-entropy). The reported accuracy is that of ``logits``.
+            Weight-sharing supernets train through it (:func:`training.supernet.sandwich_loss`).
 
     Returns:
         ``{"train_loss", "train_acc", "steps", "seconds"}`` over the last epoch's updates.
@@ -103,8 +108,11 @@ def fit(
         for images, labels, _ in loader:
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.autocast(device.type, enabled=use_amp):
-                logits = model(images)
-                loss = criterion(logits, labels)
+                if loss_fn is None:
+                    logits = model(images)
+                    loss = criterion(logits, labels)
+                else:
+                    loss, logits = loss_fn(model, images, labels, criterion)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if grad_clip is not None:
