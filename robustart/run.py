@@ -381,8 +381,10 @@ def _checkpoint_path(weights: str, cache_dir: Path) -> str:
     key = weights.removeprefix("robustart:")
     matches = sorted((cache_dir / "checkpoints").glob(f"*-{key}")) if key else []
     if len(matches) != 1:
-        raise UserError(f"model.weights={weights}: {len(matches)} checkpoints of that training hash in "
-                        f"{cache_dir / 'checkpoints'}; train it (training=...) or give the checkpoint folder")  # fmt: skip
+        raise UserError(
+            f"model.weights={weights}: {len(matches)} checkpoints of that training hash in "
+            f"{cache_dir / 'checkpoints'}; train it (training=...) or give the checkpoint folder"
+        )
     return str(matches[0])
 
 
@@ -395,8 +397,10 @@ def _trained_entry(cfg: DictConfig, cache_dir: Path) -> str | None:
         if cfg.training.sandwich_random is None:
             return cfg.model.name
         if cfg.model.name != "nas_subnet":
-            raise UserError(f"training.sandwich_random trains a weight-sharing supernet for model=nas_subnet, not "
-                            f"model={cfg.model.name}; set training.sandwich_random=null or use model=nas_subnet")  # fmt: skip
+            raise UserError(
+                f"training.sandwich_random trains a weight-sharing supernet for model=nas_subnet, not "
+                f"model={cfg.model.name}; set training.sandwich_random=null or use model=nas_subnet"
+            )
         return "nas_supernet"
     card = model_zoo.cards.read_card(_checkpoint_path(cfg.model.weights, cache_dir))
     if card is not None and model_zoo.cards.trained_entry(card) != cfg.model.name:
@@ -445,10 +449,11 @@ def _train(plan: Plan, timings: dict) -> None:
     if tcfg.get("sandwich_random") is not None:
         from training.supernet import fit_supernet
 
-        log.info("supernet: each step trains the largest, the smallest and %d random subnets%s",
-                 tcfg["sandwich_random"], ", distilled from the largest" if tcfg["inplace_distill"] else "")  # fmt: skip
-        metrics = fit_supernet(plan.model, plan.train_data, num_random=tcfg["sandwich_random"],
-                               distill=tcfg["inplace_distill"], device=plan.device, progress=log.info, **kwargs)  # fmt: skip
+        num_random, distill = tcfg["sandwich_random"], tcfg["inplace_distill"]
+        log.info("supernet: each step trains the largest, the smallest and %d random subnets%s", num_random,
+                 ", distilled from the largest" if distill else "")  # fmt: skip
+        metrics = fit_supernet(plan.model, plan.train_data, num_random=num_random, distill=distill,
+                               device=plan.device, progress=log.info, **kwargs)  # fmt: skip
     else:
         metrics = fit(plan.model, plan.train_data, device=plan.device, progress=log.info, **kwargs)
     timings["train_s"] = time.monotonic() - t
