@@ -346,6 +346,7 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
         else:  # trained in execute(); a subnet is cut from its supernet afterwards
             torch.manual_seed(cfg.training.seed)
             own = overrides if trained == model_name else {k: v for k, v in overrides.items() if k != "subnet"}
+            model_zoo.get_metadata(model_name, **overrides)  # a bad subnet id fails now, not after training
             model = model_zoo.create_model(trained, weights="random", **own)
     else:
         weights = _checkpoint_path(cfg.model.weights, cache_dir)

@@ -252,6 +252,7 @@ def _released_folder(root, corruptions=("contrast", "fog"), severities=(1, 3)):
     return root
 
 
+@pytest.mark.slow  # four CLI runs over a released-layout folder, about 40 s on 2 cores
 def test_released_imagenet_c_folder(workspace, tmp_path):
     results, _ = workspace
     root = _released_folder(tmp_path / "ImageNet-C")

@@ -254,6 +254,7 @@ def _run_tables(results: Path, name: str):
 _MODEL = ["model=efficientnet_lite0", "model.weights=pretrained", "data=imagenet", "data.num_workers=2"]
 
 
+@pytest.mark.slow  # CLI runs over real JPEGs, about 40 s on 2 cores
 def test_imagenet_s_on_a_folder_of_real_jpegs(workspace, tmp_path):
     """Every decoder with four resizers (one the model's own, bicubic) on real ImageNet JPEGs: the rows, the
     library versions, and the reference pipeline reproducing the clean run's accuracy exactly."""
