@@ -39,7 +39,9 @@ def _supernet_of(model: nn.Module) -> SuperNet:
     """The SuperNet inside ``model`` (a ``model_zoo.NormalizedModel`` around it, or the SuperNet itself)."""
     net = getattr(model, "net", model)
     if not isinstance(net, SuperNet):
-        raise TypeError(f"sandwich training needs a model_zoo.nas.SuperNet (model nas_supernet), got {type(net).__name__}")
+        raise TypeError(
+            f"sandwich training needs a model_zoo.nas.SuperNet (model nas_supernet), got {type(net).__name__}"
+        )
     return net
 
 

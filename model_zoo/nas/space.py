@@ -166,9 +166,13 @@ class Genes:
             values = tuple(getattr(self, name))
             if len(values) != NUM_STAGES or any(v not in choices for v in values):
                 raise ValueError(f"genes.{name} must be {NUM_STAGES} values from {choices}, got {values}")
+            if name == "width":
+                values = tuple(float(v) for v in values)
             object.__setattr__(self, name, values)  # lists become tuples, so Genes stay hashable
         if isinstance(self.resolution, bool) or self.resolution not in range(len(RESOLUTION_SCALES)):
-            raise ValueError(f"genes.resolution must be an index in 0..{len(RESOLUTION_SCALES) - 1}, got {self.resolution!r}")
+            raise ValueError(
+                f"genes.resolution must be an index in 0..{len(RESOLUTION_SCALES) - 1}, got {self.resolution!r}"
+            )
 
     @classmethod
     def smallest(cls) -> Genes:

@@ -68,6 +68,18 @@ class MBConv(nn.Module):
         return out + x if self.residual else out
 
 
+def first_block(backbone) -> MBConv:
+    """The fixed first block after the stem (expand 1, kernel 3, stride 1), the same in every subnet."""
+    cin, cout = backbone.stem_channels, backbone.first_channels
+    return MBConv(cin, cout, kernel=3, expand=1, stride=1, act="relu", residual=cin == cout)
+
+
+def stage_plan(cin: int, cout: int, stride: int, depth: int) -> list[tuple[int, int, bool]]:
+    """``(input channels, stride, identity shortcut)`` of each block of a stage: the first block changes
+    the channels and the size (no shortcut), the others keep both and add their input to their output."""
+    return [(cin, stride, False)] + [(cout, 1, True)] * (depth - 1)
+
+
 class SubNet(nn.Module):
     """The network that :class:`Genes` describe, at base image size ``img_size``.
 
@@ -92,21 +104,12 @@ class SubNet(nn.Module):
         self.resolution = genes.resolution_px(img_size)
 
         self.stem = ConvBNAct(in_chans, backbone.stem_channels, 3, backbone.stem_stride, act="hswish")
-        self.first = MBConv(
-            backbone.stem_channels, backbone.first_channels, kernel=3, expand=1, stride=1, act="relu",
-            residual=backbone.stem_channels == backbone.first_channels,
-        )  # fmt: skip
+        self.first = first_block(backbone)
         cin, stages = backbone.first_channels, []
         for stage, cout in enumerate(genes.channels(img_size)):
-            blocks = [
-                MBConv(
-                    cin if block == 0 else cout, cout, genes.kernel[stage], genes.expand[stage],
-                    stride=backbone.strides[stage] if block == 0 else 1, act=backbone.activations[stage],
-                    residual=block > 0,
-                )  # fmt: skip
-                for block in range(genes.depth[stage])
-            ]
-            stages.append(nn.Sequential(*blocks))
+            kernel, expand, act = genes.kernel[stage], genes.expand[stage], backbone.activations[stage]
+            plan = stage_plan(cin, cout, backbone.strides[stage], genes.depth[stage])
+            stages.append(nn.Sequential(*(MBConv(c, cout, kernel, expand, s, act, r) for c, s, r in plan)))
             cin = cout
         assert len(stages) == NUM_STAGES
         self.stages = nn.ModuleList(stages)

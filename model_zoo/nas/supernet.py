@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from model_zoo.nas.space import DEPTHS, EXPANDS, KERNELS, NUM_STAGES, WIDTHS, Genes, backbone_for
-from model_zoo.nas.subnet import MBConv, SubNet, activation, init_conv_, resize_to
 from model_zoo.nas.subnet import ConvBNAct as _FixedConvBNAct
+from model_zoo.nas.subnet import SubNet, activation, first_block, init_conv_, resize_to, stage_plan
 
 
 def crop(tensor: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
@@ -79,7 +79,6 @@ class DynamicBatchNorm2d(nn.BatchNorm2d):
 
     def __init__(self, num_features: int) -> None:
         super().__init__(num_features)
-
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
@@ -163,21 +162,12 @@ class SuperNet(nn.Module):
         self.num_classes, self.in_chans, self.img_size = num_classes, in_chans, img_size
         # the stem and first block are the same in every subnet: ordinary layers, as in SubNet
         self.stem = _FixedConvBNAct(in_chans, backbone.stem_channels, 3, backbone.stem_stride, act="hswish")
-        self.first = MBConv(
-            backbone.stem_channels, backbone.first_channels, kernel=3, expand=1, stride=1, act="relu",
-            residual=backbone.stem_channels == backbone.first_channels,
-        )  # fmt: skip
+        self.first = first_block(backbone)
         cin, stages = backbone.first_channels, []
         for stage in range(NUM_STAGES):
-            cout = backbone.stage_channels(max(WIDTHS), stage)
-            blocks = [
-                DynamicMBConv(
-                    cin if block == 0 else cout, cout, stride=backbone.strides[stage] if block == 0 else 1,
-                    act=backbone.activations[stage], residual=block > 0,
-                )  # fmt: skip
-                for block in range(max(DEPTHS))
-            ]
-            stages.append(nn.ModuleList(blocks))
+            cout, act = backbone.stage_channels(max(WIDTHS), stage), backbone.activations[stage]
+            plan = stage_plan(cin, cout, backbone.strides[stage], max(DEPTHS))
+            stages.append(nn.ModuleList(DynamicMBConv(c, cout, s, act, r) for c, s, r in plan))
             cin = cout
         self.stages = nn.ModuleList(stages)
         head = backbone.head_width(max(WIDTHS))
