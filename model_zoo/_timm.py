@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from model_zoo.metadata import ModelMetadata
+from model_zoo.metadata import ModelMetadata, channel_stats
 from model_zoo.registry import register_model
 
 # Fashion-MNIST and CIFAR-10 training-set statistics (pixel values in [0, 1]).
@@ -46,9 +46,7 @@ def build_timm(name: str, tag: str, family: str, **overrides: Any) -> tuple[nn.M
         kwargs["img_size"] = size
     module = timm.create_model(tag, pretrained=False, **kwargs)
     in_chans = kwargs.get("in_chans", cfg.input_size[0])
-    mean, std = tuple(cfg.mean), tuple(cfg.std)
-    if in_chans != len(mean):  # grey-scale or multispectral input: average the RGB statistics
-        mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
+    mean, std = channel_stats(cfg.mean, cfg.std, in_chans)
     meta = ModelMetadata(
         name=name,
         family=family,

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from model_zoo.metadata import ModelMetadata
+from model_zoo.metadata import ModelMetadata, channel_stats
 from model_zoo.registry import register_model
 
 PREFIX = "torchvision."
@@ -84,9 +84,7 @@ def build_torchvision(
     if in_chans != 3:
         _replace_first_conv(module, in_chans)
     module.num_classes = num_classes  # as timm models have it (read by weight loading's messages)
-    mean, std = tuple(transform.mean), tuple(transform.std)
-    if in_chans != len(mean):  # grey-scale or multispectral input: average the RGB statistics
-        mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
+    mean, std = channel_stats(transform.mean, transform.std, in_chans)
     meta = ModelMetadata(
         name=name,
         family=family,

@@ -8,6 +8,17 @@ from typing import Any
 FAMILIES = ("cnn", "transformer", "mlp", "nas")
 
 
+def channel_stats(
+    mean: tuple[float, ...], std: tuple[float, ...], in_chans: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Normalisation for ``in_chans`` input channels: the given statistics, or, for grey-scale or
+    multispectral input, their average repeated per channel."""
+    mean, std = tuple(mean), tuple(std)
+    if in_chans != len(mean):
+        mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
+    return mean, std
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
     """What a results table needs to know about a model.
