@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -44,7 +45,10 @@ def build_timm(name: str, tag: str, family: str, **overrides: Any) -> tuple[nn.M
     size = kwargs.pop("img_size", cfg.input_size[1])
     if cfg.fixed_input_size:
         kwargs["img_size"] = size
-    module = timm.create_model(tag, pretrained=False, **kwargs)
+    try:
+        module = timm.create_model(tag, pretrained=False, **kwargs)
+    except TypeError as e:  # an option this architecture does not have (drop_path_rate on VGG, ...)
+        raise ValueError(f"model {name!r} (timm {tag}) does not take these options {sorted(kwargs)}: {e}") from None
     in_chans = kwargs.get("in_chans", cfg.input_size[0])
     mean, std = channel_stats(cfg.mean, cfg.std, in_chans)
     meta = ModelMetadata(
@@ -70,8 +74,15 @@ def register_timm(family: str, table: dict[str, tuple[str, str]]) -> None:
 
 
 def _register_timm_entry(name: str, tag: str, family: str, description: str) -> None:
-    def factory(num_classes: int | None = None, in_chans: int | None = None, img_size: int | None = None):
-        return build_timm(name, tag, family, num_classes=num_classes, in_chans=in_chans, img_size=img_size)
+    def factory(
+        num_classes: int | None = None,
+        in_chans: int | None = None,
+        img_size: int | None = None,
+        drop_rate: float | None = None,
+        drop_path_rate: float | None = None,
+    ):
+        return build_timm(name, tag, family, num_classes=num_classes, in_chans=in_chans, img_size=img_size,
+                          drop_rate=drop_rate, drop_path_rate=drop_path_rate)  # fmt: skip
 
     factory.__name__ = factory.__qualname__ = name
     factory.__doc__ = description
@@ -101,6 +112,10 @@ def build_small(
     in_chans, size = options["in_chans"], options["img_size"]
     if size % size_multiple:
         raise ValueError(f"model {name!r} takes img_size a multiple of {size_multiple}, got {size}")
+    takes = inspect.signature(make).parameters
+    extra = sorted(k for k in options if k not in takes and not any(p.kind is p.VAR_KEYWORD for p in takes.values()))
+    if extra:
+        raise ValueError(f"model {name!r} does not take {extra}")
     module = make(**options)
     mean, std = small_input_stats(in_chans)
     meta = ModelMetadata(
@@ -123,10 +138,16 @@ def register_small(name: str, family: str, *, size_multiple: int = 1) -> Callabl
     ``name`` (its docstring is the entry's description); the factory calls :func:`build_small`."""
 
     def decorator(make: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        def factory(num_classes: int | None = None, in_chans: int | None = None, img_size: int | None = None):
+        def factory(
+            num_classes: int | None = None,
+            in_chans: int | None = None,
+            img_size: int | None = None,
+            drop_rate: float | None = None,
+            drop_path_rate: float | None = None,
+        ):
             return build_small(
                 name, family, make, size_multiple=size_multiple, num_classes=num_classes, in_chans=in_chans,
-                img_size=img_size,
+                img_size=img_size, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
             )  # fmt: skip
 
         factory.__name__ = factory.__qualname__ = name

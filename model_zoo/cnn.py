@@ -98,7 +98,7 @@ class SmallCNN(nn.Module):
     Sized to train to about 90% on Fashion-MNIST in one CPU epoch. Takes normalised inputs.
     """
 
-    def __init__(self, num_classes: int = 10, in_chans: int = 1, width: int = 32) -> None:
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, width: int = 32, drop_rate: float = 0.0) -> None:
         super().__init__()
 
         def stage(cin: int, cout: int, pool: bool) -> list[nn.Module]:
@@ -109,14 +109,20 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(
             *stage(in_chans, width, True), *stage(width, 2 * width, True), *stage(2 * width, 4 * width, False)
         )
+        self.drop = nn.Dropout(drop_rate)  # before the head; no parameters, so checkpoints do not change
         self.head = nn.Linear(4 * width, num_classes)
 
     def forward(self, x):
-        return self.head(self.features(x).mean(dim=(2, 3)))
+        return self.head(self.drop(self.features(x).mean(dim=(2, 3))))
 
 
 @register_model("small_cnn", family="cnn")
-def small_cnn(num_classes: int | None = None, in_chans: int | None = None, img_size: int | None = None):
+def small_cnn(
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    img_size: int | None = None,
+    drop_rate: float | None = None,
+):
     """Small 3-stage CNN for 28-32 px inputs (Fashion-MNIST by default: 1 channel, 10 classes)."""
     num_classes = num_classes or 10
     in_chans = in_chans or 1
@@ -133,7 +139,7 @@ def small_cnn(num_classes: int | None = None, in_chans: int | None = None, img_s
         crop_pct=1.0,
         interpolation="bilinear",
     )
-    return SmallCNN(num_classes=num_classes, in_chans=in_chans), meta
+    return SmallCNN(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate or 0.0), meta
 
 
 @register_model("cifar_resnet18", family="cnn")
@@ -162,7 +168,7 @@ def cifar_resnet18(num_classes: int | None = None, in_chans: int | None = None, 
 
 
 @register_small("small_resnet", "cnn")
-def small_resnet(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+def small_resnet(num_classes: int, in_chans: int, img_size: int, **regularisers: float) -> nn.Module:
     """ResNet-18 at a quarter of the width (16-128 channels, 0.7 M parameters) for 28-32 px inputs: timm's
     ResNet with a 3x3 stride-1 stem and no max-pool, so that the last stage still sees 4x4 (Fashion-MNIST by
     default: 1 channel, 10 classes)."""
@@ -173,7 +179,7 @@ def small_resnet(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
     # 3x3 stride-1 convolution, and the max-pool dropped, as CIFAR ResNets do
     net = ResNet(
         BasicBlock, [2, 2, 2, 2], num_classes=num_classes, in_chans=in_chans, stem_type="deep", stem_width=width // 2,
-        channels=(width, 2 * width, 4 * width, 8 * width),
+        channels=(width, 2 * width, 4 * width, 8 * width), **regularisers,
     )  # fmt: skip
     net.conv1 = nn.Conv2d(in_chans, width, 3, padding=1, bias=False)
     nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # as timm initialises convs

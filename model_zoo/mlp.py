@@ -24,18 +24,24 @@ register_timm("mlp", TIMM_MLPS)
 
 
 @register_small("small_mixer", "mlp", size_multiple=4)
-def small_mixer(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+def small_mixer(num_classes: int, in_chans: int, img_size: int, **regularisers: float) -> nn.Module:
     """MLP-Mixer for 28-32 px inputs: 4x4 patches (49 tokens at 28 px), 6 blocks of width 128 (token MLP
     x0.5, channel MLP x4); 0.8 M parameters (Fashion-MNIST by default: 1 channel, 10 classes)."""
     from timm.models.mlp_mixer import MlpMixer
 
     return MlpMixer(
-        num_classes=num_classes, img_size=img_size, in_chans=in_chans, patch_size=4, num_blocks=6, embed_dim=128
+        num_classes=num_classes,
+        img_size=img_size,
+        in_chans=in_chans,
+        patch_size=4,
+        num_blocks=6,
+        embed_dim=128,
+        **regularisers,
     )
 
 
 @register_small("small_resmlp", "mlp", size_multiple=4)
-def small_resmlp(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+def small_resmlp(num_classes: int, in_chans: int, img_size: int, **regularisers: float) -> nn.Module:
     """ResMLP for 28-32 px inputs: 4x4 patches, 6 residual blocks of width 128 (linear token mixing, channel
     MLP x4, affine norms, layer scale 0.1 as the paper's shallow models); 0.8 M parameters (Fashion-MNIST by
     default: 1 channel, 10 classes)."""
@@ -43,5 +49,5 @@ def small_resmlp(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
 
     return MlpMixer(
         num_classes=num_classes, img_size=img_size, in_chans=in_chans, patch_size=4, num_blocks=6, embed_dim=128,
-        mlp_ratio=4, block_layer=partial(ResBlock, init_values=0.1), norm_layer=Affine,
+        mlp_ratio=4, block_layer=partial(ResBlock, init_values=0.1), norm_layer=Affine, **regularisers,
     )  # fmt: skip

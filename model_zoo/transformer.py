@@ -29,19 +29,19 @@ register_timm("transformer", TIMM_TRANSFORMERS)
 
 
 @register_small("small_vit", "transformer", size_multiple=4)
-def small_vit(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+def small_vit(num_classes: int, in_chans: int, img_size: int, **regularisers: float) -> nn.Module:
     """ViT for 28-32 px inputs: 4x4 patches (49 tokens at 28 px), 6 blocks of width 96 with 3 heads, a class
     token; 0.7 M parameters (Fashion-MNIST by default: 1 channel, 10 classes)."""
     from timm.models.vision_transformer import VisionTransformer
 
     return VisionTransformer(
         img_size=img_size, patch_size=4, in_chans=in_chans, num_classes=num_classes, embed_dim=96, depth=6,
-        num_heads=3,
+        num_heads=3, **regularisers,
     )  # fmt: skip
 
 
 @register_small("small_swin", "transformer", size_multiple=4)
-def small_swin(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+def small_swin(num_classes: int, in_chans: int, img_size: int, **regularisers: float) -> nn.Module:
     """Swin for 28-32 px inputs: 2x2 patches, two stages (2 blocks of width 48 with 3 heads, 4 of width 96 with
     6 heads); the window is half the first stage's grid (7 at 28 px: 2x2 shifted windows, then one window
     over the merged 7x7 map); 0.6 M parameters (Fashion-MNIST by default: 1 channel, 10 classes)."""
@@ -49,5 +49,5 @@ def small_swin(num_classes: int, in_chans: int, img_size: int) -> nn.Module:
 
     return SwinTransformer(
         img_size=img_size, patch_size=2, window_size=img_size // 4, in_chans=in_chans, num_classes=num_classes,
-        embed_dim=48, depths=(2, 4), num_heads=(3, 6),
+        embed_dim=48, depths=(2, 4), num_heads=(3, 6), **regularisers,
     )  # fmt: skip

@@ -330,10 +330,32 @@ NOISE_SCHEMAS: dict[str, type] = {
 
 
 @dataclass
-class TrainingConfig:
-    """A training recipe (see :func:`training.fit`)."""
+class AdversarialTrainingConfig:
+    """Adversarial training (see :mod:`training.losses`); budgets on [0, 1] pixels, Linf."""
 
-    name: str = MISSING
+    #: ``pgd`` (Madry), ``fgsm`` (FGSM from a random start: fast AT) or ``trades``.
+    method: str = "pgd"
+    eps: Any = "8/255"
+    steps: int = 10
+    #: the attack's step (``null``: 2.5 eps / steps; FGSM: 1.25 eps).
+    step_size: Any = None
+    random_start: bool = True
+    #: train on the clean and the attacked batch together (RobustART's 50/50 batches); else on the attacked one.
+    keep_clean: bool = False
+    #: TRADES: weight of the KL term.
+    beta: float = 6.0
+    #: the step size grows linearly from 0 over this many epochs (ARES-Bench).
+    step_warmup_epochs: float = 0.0
+
+
+@dataclass
+class TrainingConfig:
+    """A training recipe (see :func:`training.fit`). A baseline sets the optimiser and schedule; techniques
+    (conf/training/*.yaml) each set their own fields and compose: ``training=[baseline_cnn,mixup,ema]``."""
+
+    name: str = "standard"
+    #: the techniques composed on top of ``name`` (each technique file adds itself); they label checkpoints.
+    techniques: dict[str, bool] = field(default_factory=dict)
     epochs: float = 1.0
     batch_size: int = 128
     optimizer: str = "sgd"
@@ -341,17 +363,55 @@ class TrainingConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 1e-4
+    #: ``cosine``, ``step`` or ``constant``, after ``warmup_epochs`` of linear warmup.
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
     min_lr: float = 0.0
+    #: ``step`` schedule: multiply the rate by ``decay_rate`` every ``decay_epochs``.
+    decay_epochs: float = 30.0
+    decay_rate: float = 0.1
     label_smoothing: float = 0.0
     grad_clip: float | None = None
     seed: int = 0
+    #: ``auto`` (float16 on CUDA, off on a CPU), ``bf16``, ``fp16`` or ``off``.
+    amp: str = "auto"
+    channels_last: bool = False
+    #: decay of an EMA of the weights (the checkpoint holds the average); ``null``: off.
+    ema: float | None = None
+    #: Beta alphas of Mixup and CutMix (0: off), the chance a batch is mixed, the chance CutMix is picked.
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mix_prob: float = 1.0
+    switch_prob: float = 0.5
+    #: a timm augmentation policy: ``rand-m9-mstd0.5-inc1``, ``original`` (AutoAugment), ``augmix-m3-w3-d-1``.
+    augment: str | None = None
+    #: AugMix's Jensen-Shannon consistency loss over three views.
+    augmix_jsd: bool = False
+    #: dropout and stochastic depth of the trained model (where its architecture has them).
+    drop_rate: float | None = None
+    drop_path_rate: float | None = None
+    adversarial: AdversarialTrainingConfig | None = None
+    #: knowledge distillation from this zoo model, with ``teacher_weights`` (``pretrained``, a file, a
+    #: checkpoint folder or ``robustart:<hash>``).
+    teacher: str | None = None
+    teacher_weights: str = "pretrained"
+    distill_alpha: float = 0.5
+    distill_temperature: float = 4.0
+    #: start from these weights (fine-tuning): ``pretrained``, a file, a checkpoint folder or ``robustart:<hash>``.
+    init_from: str | None = None
+    #: write the resumable training state every this many steps (0: never); a killed run continues from it.
+    checkpoint_every: int = 200
+    #: resume from this training state file (by default the one in the checkpoint folder is used).
+    resume: str | None = None
     #: weight-sharing supernet training (``model=nas_subnet`` only): each step trains the largest, the smallest
     #: and this many random subnets (the sandwich rule); ``null`` trains the model alone.
     sandwich_random: int | None = None
     #: sandwich rule: the other subnets learn from the largest one's predictions (in-place distillation).
     inplace_distill: bool = True
+
+
+#: training options that do not change what is trained (left out of the training hash and the run id)
+TRAINING_BOOKKEEPING = ("techniques", "checkpoint_every", "resume")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from robustart import store
-from robustart.config import NOISE_SCHEMAS
+from robustart.config import NOISE_SCHEMAS, TRAINING_BOOKKEEPING, TrainingConfig
 
 log = logging.getLogger("robustart")
 
@@ -34,6 +34,16 @@ _IDENTITY_KEYS = {
     "evaluation": ("batch_size", "max_samples"),
     "seed": None,
 }
+
+
+#: training options added after the first recipes, with their defaults: a recipe that leaves them there keeps
+#: the training hash (and run id) it had before they existed
+_TRAINING_ADDED = {
+    key: getattr(TrainingConfig(), key)
+    for key in ("decay_epochs", "decay_rate", "amp", "channels_last", "ema", "mixup", "cutmix", "mix_prob",
+                "switch_prob", "augment", "augmix_jsd", "drop_rate", "drop_path_rate", "adversarial", "teacher",
+                "teacher_weights", "distill_alpha", "distill_temperature", "init_from")
+}  # fmt: skip
 
 
 class UserError(Exception):
@@ -62,7 +72,18 @@ def _resolved(cfg: DictConfig) -> dict[str, Any]:
     if training and training.get("sandwich_random") is None:
         training.pop("sandwich_random", None)
         training.pop("inplace_distill", None)
+    if training:
+        for key in TRAINING_BOOKKEEPING:
+            training.pop(key, None)
+        for key, default in _TRAINING_ADDED.items():  # techniques left at their defaults
+            if key in training and training[key] == default:
+                training.pop(key)
     return full
+
+
+def recipe_label(training: DictConfig | dict) -> str:
+    """A readable name for a composed recipe: its base and the techniques added, ``baseline_cnn+mixup+ema``."""
+    return "+".join([training["name"], *[k for k, on in (training.get("techniques") or {}).items() if on]])
 
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
@@ -112,15 +133,21 @@ class Plan:
     checkpoint_dir: Path | None = None
     #: the zoo entry that training trains (``nas_supernet`` when the model is a subnet cut from it)
     trained_entry: str | None = None
+    teacher: Any = None  # the model distilled from (training.teacher)
+    state_file: Path | None = None  # the resumable training state
+    world: Any = None  # training.distributed.World: this process among the training processes
     notes: list[str] = field(default_factory=list)
     baseline: Any = None  # metrics of the run that normalises sequence metrics (nmfp, mt5d)
 
 
-def _resolve_device(name: str):
+def _resolve_device(name: str, local_rank: int = 0):
+    """The device ``evaluation.device`` names; ``auto`` and ``cuda`` take this process's GPU when several train."""
     import torch
 
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -315,7 +342,9 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
         raise UserError(f"evaluation.max_samples must be a positive number or null (all), got {ev.max_samples}")
     if ev.batch_size < 1:
         raise UserError(f"evaluation.batch_size must be >= 1, got {ev.batch_size}")
-    device = _resolve_device(ev.device)
+    from training import distributed
+
+    device = _resolve_device(ev.device, distributed.environment().local_rank)
     check_precision(ev.amp, device)
     _check_logger(cfg)
     noise = build_noise(cfg.noise)
@@ -338,16 +367,31 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
         overrides["num_classes"] = overrides["num_classes"] or data_classes
         overrides["in_chans"] = overrides["in_chans"] or data_chans
         train_hash, _ = _training_key(cfg)
-        checkpoint_dir = cache_dir / "checkpoints" / f"{trained}-{cfg.data.name}-{cfg.training.name}-{train_hash}"
+        label = recipe_label(cfg.training)
+        checkpoint_dir = cache_dir / "checkpoints" / f"{trained}-{cfg.data.name}-{label}-{train_hash}"
         card = find_checkpoint(checkpoint_dir)
         if card is not None:
             model = model_zoo.create_model(model_name, weights=str(checkpoint_dir), **overrides)
             checkpoint = card
         else:  # trained in execute(); a subnet is cut from its supernet afterwards
+            _check_training(cfg, device)
             torch.manual_seed(cfg.training.seed)
             own = overrides if trained == model_name else {k: v for k, v in overrides.items() if k != "subnet"}
             model_zoo.get_metadata(model_name, **overrides)  # a bad subnet id fails now, not after training
-            model = model_zoo.create_model(trained, weights="random", **own)
+            tcfg = cfg.training
+            regularisers = {"drop_rate": tcfg.drop_rate, "drop_path_rate": tcfg.drop_path_rate}
+            init = "random"
+            if tcfg.init_from is not None:
+                init = _checkpoint_path(tcfg.init_from, cache_dir, "training.init_from")
+            model = model_zoo.create_model(trained, weights=init, **own, **regularisers)
+            teacher = _teacher(cfg, cache_dir, data_classes, data_chans)
+            state_file = Path(tcfg.resume).expanduser() if tcfg.resume else checkpoint_dir / STATE_FILE
+            if tcfg.resume and not state_file.is_file():
+                raise UserError(f"training.resume={tcfg.resume}: no such training state file")
+            if state_file.is_file():
+                from training import load_state
+
+                load_state(state_file, train_hash)  # a state of another config is refused now
     else:
         weights = _checkpoint_path(cfg.model.weights, cache_dir)
         model = model_zoo.create_model(model_name, weights=weights, sha256=cfg.model.sha256, **overrides)
@@ -372,18 +416,72 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
     plan = Plan(cfg, run_id, run_dir, device, noise, eval_data, info, model, train_data, checkpoint, checkpoint_dir,
                 trained)  # fmt: skip
     plan.baseline = baseline
+    if cfg.training is not None and checkpoint is None:
+        plan.teacher, plan.state_file = teacher, state_file
     return plan
 
 
-def _checkpoint_path(weights: str, cache_dir: Path) -> str:
-    """``model.weights=robustart:<hash>`` names a checkpoint in the cache by its training config hash."""
+STATE_FILE = "train_state.pt"
+
+
+def _check_training(cfg: DictConfig, device) -> None:
+    """Refuse a recipe that cannot train (bad technique options) before data or models are built."""
+    from training import check_recipe
+
+    needs = {
+        "teacher": "a zoo model to distil from",
+        "teacher_weights": "the teacher's weights: pretrained, a weights file, a checkpoint folder or robustart:HASH",
+        "init_from": "the weights to start from: pretrained, a weights file, a checkpoint folder or robustart:HASH",
+    }
+    for key, what in needs.items():
+        if OmegaConf.is_missing(cfg.training, key):
+            raise UserError(f"this recipe needs training.{key}=... : {what}")
+    tcfg = OmegaConf.to_container(cfg.training, resolve=True)
+    teacher = tcfg.pop("teacher") is not None
+    check_recipe(**tcfg, device=device, custom_loss=tcfg["sandwich_random"] is not None, teacher=teacher)
+    if tcfg["checkpoint_every"] < 0:
+        raise UserError(f"training.checkpoint_every must be >= 0 (0: never), got {tcfg['checkpoint_every']}")
+
+
+def _teacher(cfg: DictConfig, cache_dir: Path, data_classes: int, data_chans: int):
+    """The model to distil from (``training.teacher``), checked to fit the data, or None."""
+    import model_zoo
+
+    tcfg = cfg.training
+    if tcfg.teacher is None:
+        return None
+    if not 0 <= tcfg.distill_alpha <= 1 or not tcfg.distill_temperature > 0:
+        raise UserError("training.distill_alpha must be in [0, 1] and training.distill_temperature > 0")
+    weights = _checkpoint_path(tcfg.teacher_weights, cache_dir, "training.teacher_weights")
+    classes = (model_zoo.cards.read_card(weights) or {}).get("num_classes")
+    if classes is not None and classes != data_classes:
+        raise UserError(
+            f"training.teacher={tcfg.teacher} (weights {tcfg.teacher_weights}) predicts {classes} classes but data "
+            f"{cfg.data.name} has {data_classes}; distil from a teacher trained on the same classes"
+        )
+    try:
+        teacher = model_zoo.create_model(tcfg.teacher, weights=weights, num_classes=data_classes, in_chans=data_chans)
+    except ValueError as err:
+        raise UserError(
+            f"training.teacher={tcfg.teacher} with weights {tcfg.teacher_weights} does not fit data {cfg.data.name} "
+            f"({data_classes} classes, {data_chans} channels): {err}"
+        ) from None
+    log.info("distilling from %s (%s)", tcfg.teacher, teacher.metadata.weights)
+    return teacher
+
+
+def _checkpoint_path(weights: str, cache_dir: Path, option: str = "model.weights") -> str:
+    """``robustart:<hash>`` names a checkpoint in the cache by its training config hash."""
+    if weights in (None, "???"):
+        raise UserError(f"{option} is required for this recipe: give pretrained, a weights file, a checkpoint "
+                        "folder or robustart:<training hash>")  # fmt: skip
     if not weights.startswith("robustart:"):
         return weights
     key = weights.removeprefix("robustart:")
     matches = sorted((cache_dir / "checkpoints").glob(f"*-{key}")) if key else []
     if len(matches) != 1:
         raise UserError(
-            f"model.weights={weights}: {len(matches)} checkpoints of that training hash in "
+            f"{option}={weights}: {len(matches)} checkpoints of that training hash in "
             f"{cache_dir / 'checkpoints'}; train it (training=...) or give the checkpoint folder"
         )
     return str(matches[0])
@@ -438,41 +536,56 @@ def _baseline_metrics(cfg: DictConfig, name: str):
 # ---------------------------------------------------------------------------------------------------- execute
 
 
-def _train(plan: Plan, timings: dict) -> None:
-    from training import fit, save_checkpoint
+#: recipe options that robustart resolves itself instead of passing to training.fit
+_NOT_FIT_OPTIONS = ("name", "techniques", "sandwich_random", "inplace_distill", "drop_rate", "drop_path_rate",
+                    "teacher", "teacher_weights", "init_from", "resume")  # fmt: skip
+
+
+def _train(plan: Plan, timings: dict, logger=None) -> None:
+    from training import distributed, fit, save_checkpoint
 
     cfg = plan.cfg
     tcfg = OmegaConf.to_container(cfg.training, resolve=True)
-    log.info("training %s with recipe %r on %s/%s (%d samples)", cfg.model.name, tcfg["name"], cfg.data.name,
-             cfg.data.train_split, len(plan.train_data))  # fmt: skip
+    rank, world = distributed.current()
+    log.info("training %s with recipe %r on %s/%s (%d samples%s)", cfg.model.name, recipe_label(tcfg), cfg.data.name,
+             cfg.data.train_split, len(plan.train_data), f", {world} processes" if world > 1 else "")  # fmt: skip
     t = time.monotonic()
-    kwargs = {k: v for k, v in tcfg.items() if k not in ("name", "sandwich_random", "inplace_distill")}
+    train_hash, key = _training_key(cfg)
+    kwargs = {k: v for k, v in tcfg.items() if k not in _NOT_FIT_OPTIONS}
+    kwargs.update(state_file=plan.state_file, state_key=train_hash, device=plan.device, progress=log.info,
+                  log_metrics=logger.log if logger is not None else None)  # fmt: skip
     if tcfg.get("sandwich_random") is not None:
         from training.supernet import fit_supernet
 
         num_random, distill = tcfg["sandwich_random"], tcfg["inplace_distill"]
         log.info("supernet: each step trains the largest, the smallest and %d random subnets%s", num_random,
                  ", distilled from the largest" if distill else "")  # fmt: skip
-        metrics = fit_supernet(plan.model, plan.train_data, num_random=num_random, distill=distill,
-                               device=plan.device, progress=log.info, **kwargs)  # fmt: skip
+        kwargs.pop("channels_last")
+        metrics = fit_supernet(plan.model, plan.train_data, num_random=num_random, distill=distill, **kwargs)
     else:
-        metrics = fit(plan.model, plan.train_data, device=plan.device, progress=log.info, **kwargs)
+        metrics = fit(plan.model, plan.train_data, teacher=plan.teacher, **kwargs)
     timings["train_s"] = time.monotonic() - t
-    train_hash, key = _training_key(cfg)
+    meta = plan.model.metadata
     card = {
         "config_hash": train_hash,
         "entry": plan.trained_entry,
         "recipe": tcfg,
         "model": key["model"],
+        "num_classes": meta.num_classes,
+        "in_chans": meta.in_chans,
         "data": {**key["data"], "num_samples": len(plan.train_data)},
         "epochs": tcfg["epochs"],
+        "processes": world,
         "final_metrics": metrics,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    save_checkpoint(plan.checkpoint_dir, plan.model.net, card)
-    plan.checkpoint = {**card, **(json.loads((plan.checkpoint_dir / "checkpoint.json").read_text()))}
-    plan.checkpoint["path"] = str(plan.checkpoint_dir / plan.checkpoint["weights"])
-    log.info("checkpoint saved to %s", plan.checkpoint_dir)
+    if rank == 0:
+        save_checkpoint(plan.checkpoint_dir, plan.model.net, card)
+        if plan.state_file is not None and plan.state_file.parent == plan.checkpoint_dir:
+            plan.state_file.unlink(missing_ok=True)  # the finished checkpoint supersedes it
+        plan.checkpoint = {**card, **(json.loads((plan.checkpoint_dir / "checkpoint.json").read_text()))}
+        plan.checkpoint["path"] = str(plan.checkpoint_dir / plan.checkpoint["weights"])
+        log.info("checkpoint saved to %s", plan.checkpoint_dir)
 
 
 def _cut_subnet(plan: Plan, timings: dict) -> None:
@@ -514,10 +627,18 @@ def execute(plan: Plan, t_start: float) -> RunResult:
     from robustart.summary import format_summary
 
     cfg, timings = plan.cfg, {}
-    logger = _start_logger(cfg, plan.run_dir)
+    world = plan.world
+    logger = _start_logger(cfg, plan.run_dir) if world is None or world.is_main else None
     if cfg.training is not None and plan.checkpoint is None:
-        _train(plan, timings)
-    elif plan.checkpoint is not None:
+        _train(plan, timings, logger)
+    if world is not None and world.distributed:
+        from training import distributed
+
+        distributed.shutdown()
+        if not world.is_main:
+            log.info("rank %d: training done; rank 0 evaluates", world.rank)
+            return RunResult(plan.run_dir, skipped=True)
+    if plan.checkpoint is not None and "train_s" not in timings:
         log.info("reusing checkpoint %s (sha256 %s...)", plan.checkpoint["path"], plan.checkpoint["sha256"][:12])
     if plan.trained_entry not in (None, cfg.model.name):  # a subnet, cut from its supernet
         _cut_subnet(plan, timings)
@@ -731,5 +852,27 @@ def run(cfg: DictConfig) -> RunResult:
     if store.is_done(run_dir):
         print(f"already done: {run_dir} (delete its 'done' file to run again)")
         return RunResult(run_dir, skipped=True)
+    world = _join_world(cfg)
     plan = prepare(cfg, run_id, run_dir)
+    plan.world = world
     return execute(plan, t_start)
+
+
+def _join_world(cfg: DictConfig):
+    """Under torchrun or a multi-task Slurm step, join the training processes; ``None`` for one process.
+
+    Processes train together (data-parallel); rank 0 alone writes the checkpoint and evaluates (the others
+    stop after training)."""
+    from training import distributed
+
+    world = distributed.environment()
+    if not world.distributed:
+        return None
+    if cfg.training is None:
+        raise UserError(
+            f"{world.size} processes ({world.source}) but no training= : runs split training across processes; "
+            "evaluate in one process"
+        )
+    log.info("process %d of %d (%s)", world.rank, world.size, world.source)
+    distributed.init(world, _resolve_device(cfg.evaluation.device, world.local_rank))
+    return world

@@ -107,10 +107,4 @@ def fit_supernet(
         raise ValueError("fit_supernet sets loss_fn itself (the sandwich rule); call training.fit for another one")
     _supernet_of(model)
     loss_fn = sandwich_loss(num_random=num_random, distill=distill, seed=fit_kwargs.get("seed", 0))
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    try:
-        return fit(model, dataset, loss_fn=loss_fn, **fit_kwargs)
-    finally:
-        if channels_last:
-            model.to(memory_format=torch.contiguous_format)
+    return fit(model, dataset, loss_fn=loss_fn, channels_last=channels_last, **fit_kwargs)

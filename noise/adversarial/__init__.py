@@ -390,5 +390,41 @@ def autoattack(
     return TorchattacksNoise("autoattack", build, eps, seed, norm=norm, passes=100 + 900 + 1800 + 5000)
 
 
+# ------------------------------------------------------------------------------------------ for training
+
+
+TRAINING_ATTACKS = ("pgd", "fgsm", "trades")
+
+
+def training_attack(method: str, model, eps: float, steps: int = 10, step_size: float | None = None,
+                    random_start: bool = True):  # fmt: skip
+    """The torchattacks attack that adversarial training runs on each batch (Linf, pixels in [0, 1]).
+
+    - ``pgd``: ``torchattacks.PGD`` (Madry et al., 2018); its cross-entropy also takes soft targets, so a batch
+      mixed by Mixup/CutMix is attacked against its mixed labels (ARES-Bench's recipe).
+    - ``fgsm``: ``torchattacks.FFGSM``, one signed-gradient step from a uniform random start (Wong et al., 2020,
+      "fast adversarial training"); ``step_size`` defaults to their 1.25 eps.
+    - ``trades``: ``torchattacks.TPGD``, PGD on the KL divergence to the clean prediction (Zhang et al., 2019).
+
+    ``step_size`` defaults to 2.5 eps / steps for the iterative attacks. The attack switches ``model`` to eval
+    mode while it runs (batch-norm statistics are not updated by attack steps) and back afterwards.
+    """
+    import torchattacks
+
+    if method not in TRAINING_ATTACKS:
+        raise ValueError(f"adversarial training method must be one of {TRAINING_ATTACKS}, got {method!r}")
+    check_budgets(method, "Linf", [eps])
+    if not eps > 0:
+        raise ValueError(f"adversarial training: eps must be > 0, got {eps}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"adversarial training: steps must be an integer >= 1, got {steps!r}")
+    if method == "fgsm":
+        return torchattacks.FFGSM(model, eps=eps, alpha=1.25 * eps if step_size is None else step_size)
+    alpha = 2.5 * eps / steps if step_size is None else step_size
+    if method == "trades":
+        return torchattacks.TPGD(model, eps=eps, alpha=alpha, steps=steps)
+    return torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+
+
 # the noises that build on the attacks above: wcar, transfer, and cw, deepfool and min_eps
 from noise.adversarial import cascade, minimal, transfer  # noqa: E402, F401
