@@ -333,8 +333,8 @@ NOISE_SCHEMAS: dict[str, type] = {
 class AdversarialTrainingConfig:
     """Adversarial training (see :mod:`training.losses`); budgets on [0, 1] pixels, Linf."""
 
-    #: ``pgd`` (Madry), ``fgsm`` (FGSM from a random start: fast AT) or ``trades``.
-    method: str = "pgd"
+    #: ``pgd`` (Madry), ``fgsm`` (FGSM from a random start: fast AT) or ``trades``; ``null``: off.
+    method: str | None = None
     eps: Any = "8/255"
     steps: int = 10
     #: the attack's step (``null``: 2.5 eps / steps; FGSM: 1.25 eps).
@@ -383,14 +383,14 @@ class TrainingConfig:
     cutmix: float = 0.0
     mix_prob: float = 1.0
     switch_prob: float = 0.5
-    #: a timm augmentation policy: ``rand-m9-mstd0.5-inc1``, ``original`` (AutoAugment), ``augmix-m3-w3-d-1``.
+    #: a timm augmentation policy: ``rand-m9-mstd0.5-inc1``, ``original`` (AutoAugment), ``augmix-m3-w3``.
     augment: str | None = None
     #: AugMix's Jensen-Shannon consistency loss over three views.
     augmix_jsd: bool = False
     #: dropout and stochastic depth of the trained model (where its architecture has them).
     drop_rate: float | None = None
     drop_path_rate: float | None = None
-    adversarial: AdversarialTrainingConfig | None = None
+    adversarial: AdversarialTrainingConfig = field(default_factory=AdversarialTrainingConfig)
     #: knowledge distillation from this zoo model, with ``teacher_weights`` (``pretrained``, a file, a
     #: checkpoint folder or ``robustart:<hash>``).
     teacher: str | None = None

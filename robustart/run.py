@@ -39,7 +39,7 @@ _IDENTITY_KEYS = {
 #: training options added after the first recipes, with their defaults: a recipe that leaves them there keeps
 #: the training hash (and run id) it had before they existed
 _TRAINING_ADDED = {
-    key: getattr(TrainingConfig(), key)
+    key: OmegaConf.to_container(OmegaConf.structured(TrainingConfig))[key]
     for key in ("decay_epochs", "decay_rate", "amp", "channels_last", "ema", "mixup", "cutmix", "mix_prob",
                 "switch_prob", "augment", "augmix_jsd", "drop_rate", "drop_path_rate", "adversarial", "teacher",
                 "teacher_weights", "distill_alpha", "distill_temperature", "init_from")
@@ -428,19 +428,30 @@ def _check_training(cfg: DictConfig, device) -> None:
     """Refuse a recipe that cannot train (bad technique options) before data or models are built."""
     from training import check_recipe
 
-    needs = {
-        "teacher": "a zoo model to distil from",
-        "teacher_weights": "the teacher's weights: pretrained, a weights file, a checkpoint folder or robustart:HASH",
-        "init_from": "the weights to start from: pretrained, a weights file, a checkpoint folder or robustart:HASH",
-    }
-    for key, what in needs.items():
-        if OmegaConf.is_missing(cfg.training, key):
-            raise UserError(f"this recipe needs training.{key}=... : {what}")
+    needs = {  # technique -> (option it needs, what to give)
+        "distillation": ("teacher", "a zoo model to distil from (and training.teacher_weights=...)"),
+        "adv_finetune": ("init_from", "the weights to start from: pretrained, a file, a checkpoint folder or "
+                         "robustart:HASH"),
+    }  # fmt: skip
+    for technique, (key, what) in needs.items():
+        if cfg.training.techniques.get(technique) and cfg.training.get(key) is None:
+            raise UserError(f"training={technique} needs training.{key}=... : {what}")
     tcfg = OmegaConf.to_container(cfg.training, resolve=True)
+    if tcfg["adversarial"]["method"] is None and tcfg["adversarial"] != _TRAINING_ADDED["adversarial"]:
+        raise UserError(
+            "training.adversarial options are set but no adversarial method: compose pgd_at, fgsm_at, trades, ares_at "
+            "or adv_finetune (training=[...,pgd_at]) or set training.adversarial.method"
+        )
+    tcfg["adversarial"] = _adversarial(tcfg)
     teacher = tcfg.pop("teacher") is not None
     check_recipe(**tcfg, device=device, custom_loss=tcfg["sandwich_random"] is not None, teacher=teacher)
     if tcfg["checkpoint_every"] < 0:
         raise UserError(f"training.checkpoint_every must be >= 0 (0: never), got {tcfg['checkpoint_every']}")
+
+
+def _adversarial(tcfg: dict) -> dict | None:
+    """The recipe's adversarial training options, or None when it has none."""
+    return tcfg["adversarial"] if tcfg["adversarial"]["method"] is not None else None
 
 
 def _teacher(cfg: DictConfig, cache_dir: Path, data_classes: int, data_chans: int):
@@ -472,9 +483,6 @@ def _teacher(cfg: DictConfig, cache_dir: Path, data_classes: int, data_chans: in
 
 def _checkpoint_path(weights: str, cache_dir: Path, option: str = "model.weights") -> str:
     """``robustart:<hash>`` names a checkpoint in the cache by its training config hash."""
-    if weights in (None, "???"):
-        raise UserError(f"{option} is required for this recipe: give pretrained, a weights file, a checkpoint "
-                        "folder or robustart:<training hash>")  # fmt: skip
     if not weights.startswith("robustart:"):
         return weights
     key = weights.removeprefix("robustart:")
@@ -552,6 +560,7 @@ def _train(plan: Plan, timings: dict, logger=None) -> None:
     t = time.monotonic()
     train_hash, key = _training_key(cfg)
     kwargs = {k: v for k, v in tcfg.items() if k not in _NOT_FIT_OPTIONS}
+    kwargs["adversarial"] = _adversarial(tcfg)
     kwargs.update(state_file=plan.state_file, state_key=train_hash, device=plan.device, progress=log.info,
                   log_metrics=logger.log if logger is not None else None)  # fmt: skip
     if tcfg.get("sandwich_random") is not None:

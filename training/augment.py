@@ -4,7 +4,7 @@
 
 - ``rand-m9-mstd0.5-inc1``: RandAugment (Cubuk et al., 2020);
 - ``original`` (or ``v0``, ``originalr``...): AutoAugment's ImageNet policy (Cubuk et al., 2019);
-- ``augmix-m3-w3-d-1``: AugMix (Hendrycks et al., 2020); with ``jsd`` each item becomes three views
+- ``augmix-m3-w3``: AugMix (Hendrycks et al., 2020); with ``jsd`` each item becomes three views
   (clean, two AugMix draws) for the Jensen-Shannon consistency loss.
 
 The policies work on PIL images, so each float image in [0, 1] is turned into 8-bit pixels, augmented and
@@ -32,7 +32,9 @@ def policy(augment: str):
     """timm's transform for the policy string ``augment`` (PIL image in, PIL image out)."""
     from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
 
-    hparams = {"translate_const": 10, "img_mean": (128, 128, 128)}  # small images: translate by up to 10 px
+    # small images: translate by up to 10 px. magnitude_max < 10: at timm's top magnitude PosterizeIncreasing keeps
+    # 0 bits, which Pillow >= 11 refuses; 9.9 keeps 1 bit (RandAugment's magnitude noise can reach the top)
+    hparams = {"translate_const": 10, "img_mean": (128, 128, 128), "magnitude_max": 9.9}
     try:
         if augment.startswith("rand"):
             return rand_augment_transform(augment, hparams)
@@ -42,7 +44,7 @@ def policy(augment: str):
     except (AssertionError, KeyError, ValueError) as e:
         raise ValueError(
             f"training.augment={augment!r} is not a timm policy ({type(e).__name__}: {e}); examples: "
-            "'rand-m9-mstd0.5-inc1' (RandAugment), 'original' (AutoAugment), 'augmix-m3-w3-d-1' (AugMix)"
+            "'rand-m9-mstd0.5-inc1' (RandAugment), 'original' (AutoAugment), 'augmix-m3-w3' (AugMix)"
         ) from None
 
 

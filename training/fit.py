@@ -143,7 +143,7 @@ def check_recipe(
     if ema is not None and not 0 < ema < 1:
         raise ValueError(f"ema is a decay in (0, 1), got {ema}")
     if augmix_jsd and not (augment or "").startswith("augmix"):
-        raise ValueError("augmix_jsd needs an AugMix policy: augment='augmix-m3-w3-d-1' (training=augmix)")
+        raise ValueError("augmix_jsd needs an AugMix policy: augment='augmix-m3-w3' (training=augmix)")
     if augmix_jsd and (mixup > 0 or cutmix > 0 or adversarial is not None):
         raise ValueError("augmix_jsd does not combine with mixup/cutmix or adversarial training")
     if custom_loss and (adversarial is not None or teacher or mixup > 0 or cutmix > 0):
@@ -209,7 +209,8 @@ def fit(
             stepped per update, after a linear warmup of ``warmup_epochs`` from ``lr / 100``.
         label_smoothing: cross-entropy label smoothing (Mixup's soft targets carry it too).
         grad_clip: clip the global gradient norm to this value (``None``: no clipping).
-        seed: the batches' permutation seed.
+        seed: seeds the batches' permutation and the global torch, NumPy and Python generators the techniques
+            draw from.
         amp: ``auto`` (float16 with a gradient scaler on CUDA, off on a CPU), ``bf16``, ``fp16`` or ``off``.
         channels_last: channels-last memory format for the model and the batches.
         ema: decay of an exponential moving average of the weights (timm ``ModelEmaV3`` with warmup); the
@@ -278,6 +279,11 @@ def fit(
         averaged = ModelEmaV3(model, decay=ema, use_warmup=True)
 
     start, result_extra, tally = 0, {}, [0.0, 0, 0]
+    # the techniques draw from the global generators (timm's policies from Python's, Mixup from NumPy's, dropout
+    # and random starts from torch's): seeded here, saved with the state, so that a run is reproducible and resumes
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
     if state_file is not None and Path(state_file).is_file():
         state = load_state(state_file, state_key)
         model.load_state_dict(state["model"])
