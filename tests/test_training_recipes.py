@@ -11,7 +11,7 @@ import torch
 
 import model_zoo
 from robustart.run import UserError, recipe_label, run
-from tests.conftest import CONF, compose_config
+from tests.conftest import CONF, compose_config, run_cli
 from training import save_checkpoint
 
 RECIPES = sorted(p.stem for p in (CONF / "training").glob("*.yaml"))
@@ -31,14 +31,15 @@ def small_checkpoint(tmp_path_factory) -> Path:
 
 def _overrides(recipe: str, checkpoint: Path, steps: int = 2) -> list[str]:
     extra = {
-        "distillation": [f"training.teacher=small_cnn", f"training.teacher_weights={checkpoint}"],
+        "distillation": ["training.teacher=small_cnn", f"training.teacher_weights={checkpoint}"],
         "adv_finetune": [f"training.init_from={checkpoint}"],
         "drop_path": ["model=small_resnet"],
         "supernet": ["model=nas_subnet", "model.subnet=0", "model.bn_batches=1"],
     }.get(recipe, [])
+    attack = ["training.adversarial.steps=2"] if _is_adversarial(recipe) else []
     return [
-        f"training={recipe}", *extra, "noise=clean", "evaluation.max_samples=32", f"training.batch_size={BATCH}",
-        f"training.epochs={steps * BATCH / TRAIN_SAMPLES}", "training.adversarial.steps=2" if _is_adversarial(recipe) else "",
+        f"training={recipe}", *extra, *attack, "noise=clean", "evaluation.max_samples=32",
+        f"training.batch_size={BATCH}", f"training.epochs={steps * BATCH / TRAIN_SAMPLES}",
     ]  # fmt: skip
 
 
@@ -48,9 +49,8 @@ def _is_adversarial(recipe: str) -> bool:
 
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_every_recipe_trains_two_steps_and_evaluates(recipe, workspace, small_checkpoint):
-    results, cache = workspace
-    overrides = [o for o in _overrides(recipe, small_checkpoint) if o]
-    cfg = compose_config(overrides)
+    _, cache = workspace
+    cfg = compose_config(_overrides(recipe, small_checkpoint))
     result = run(cfg)
     assert not result.skipped and (result.run_dir / "done").is_file()
     [folder] = (cache / "checkpoints").iterdir()
@@ -71,12 +71,17 @@ def test_techniques_compose_on_a_baseline(workspace, small_checkpoint):
     )  # fmt: skip
     tcfg = cfg.training
     assert (tcfg.optimizer, tcfg.lr, tcfg.mixup, tcfg.cutmix, tcfg.ema, tcfg.drop_path_rate) == (
-        "adamw", 5e-4, 0.2, 1.0, 0.9999, 0.1
+        "adamw",
+        5e-4,
+        0.2,
+        1.0,
+        0.9999,
+        0.1,
     )
     assert recipe_label(tcfg) == "baseline_transformer+mixup+cutmix+randaugment+ema+drop_path"
     run(cfg)
     [folder] = (cache / "checkpoints").iterdir()
-    assert folder.name.startswith("small_vit-fashion_mnist-baseline_transformer+mixup+cutmix+randaugment+ema+drop_path-")
+    assert folder.name.startswith(f"small_vit-fashion_mnist-{recipe_label(tcfg)}-")
 
 
 def test_ablations_turn_the_baselines_techniques_off():
@@ -95,7 +100,7 @@ def test_ablations_turn_the_baselines_techniques_off():
         (["training=distillation"], "training=distillation needs training.teacher"),
         (["training=adv_finetune"], "training=adv_finetune needs training.init_from"),
         (["training=[quickstart,augmix,mixup]"], "augmix_jsd does not combine"),
-        (["training=[supernet,pgd_at]", "model=nas_subnet"], "custom loss_fn replaces"),
+        (["training=[supernet,pgd_at]", "model=nas_subnet"], "does not combine with adversarial training"),
         (["training=drop_path"], "does not take ['drop_path_rate']"),
         (["training=quickstart", "training.adversarial.eps=0.1"], "no adversarial method"),
     ],
@@ -114,3 +119,12 @@ def test_a_teacher_with_another_class_count_is_refused(workspace, tmp_path):
     overrides = ["training=distillation", "training.teacher=small_cnn", f"training.teacher_weights={tmp_path / 'five'}"]
     with pytest.raises(UserError, match="predicts 5 classes but data fashion_mnist has 10"):
         run(compose_config([*overrides, "noise=clean"]))
+
+
+def test_bad_training_input_on_the_command_line_exits_2(workspace):
+    unknown = run_cli("training=[standard,mixupp]", "noise=clean")
+    assert unknown.returncode == 2 and "Could not load 'training/mixupp'" in unknown.stderr
+    eps = run_cli("training=pgd_at", "training.adversarial.eps=3", "noise=clean")
+    assert eps.returncode == 2 and "Linf eps must be at most 1" in eps.stderr and "Traceback" not in eps.stderr
+    results, cache = workspace
+    assert not results.exists() or not any(results.iterdir())

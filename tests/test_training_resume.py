@@ -26,7 +26,8 @@ from training.fit import StepBatches
 def test_processes_split_each_global_batch_and_steps_are_reproducible():
     one = list(StepBatches(100, 8, seed=3, start=0, total=30))
     assert len(one) == 30 and all(len(b) == 8 for b in one)
-    assert sorted(i for b in one[:12] for i in b) == sorted(set(i for b in one[:12] for i in b))  # no repeats in an epoch
+    epoch = [i for b in one[:12] for i in b]
+    assert len(epoch) == len(set(epoch))  # no sample twice in an epoch
     parts = [list(StepBatches(100, 8, seed=3, start=0, total=30, rank=r, world=2)) for r in range(2)]
     assert [a + b for a, b in zip(*parts, strict=True)] == one
     assert list(StepBatches(100, 8, seed=3, start=17, total=30)) == one[17:]
@@ -78,6 +79,52 @@ def _card(cache: Path) -> dict:
     return json.loads(card.read_text())
 
 
+class _Interrupted(Exception):
+    pass
+
+
+class _StopAfter(torch.utils.data.Dataset):
+    """The toy data, interrupting training at its ``n + 1``-th item (a crash part way through a step)."""
+
+    def __init__(self, data, n):
+        self.data, self.n, self.count = data, n, 0
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        self.count += 1
+        if self.count > self.n:
+            raise _Interrupted
+        return self.data[i]
+
+
+@pytest.mark.parametrize(
+    "technique",
+    [{}, {"augment": "rand-m9-mstd0.5-inc1"}, {"mixup": 0.2, "cutmix": 1.0}, {"ema": 0.999},
+     {"adversarial": {"method": "fgsm", "eps": 0.1}}, {"augment": "augmix-m3-w3", "augmix_jsd": True}],
+)  # fmt: skip
+def test_an_interrupted_fit_resumes_to_the_same_weights(technique, tmp_path):
+    def weights(model):
+        return torch.cat([v.flatten().float() for v in model.state_dict().values()])
+
+    options = {"epochs": 2, "batch_size": 32, "checkpoint_every": 4, "state_key": "k", **technique}
+    torch.manual_seed(0)
+    straight = model_zoo.create_model("small_cnn", drop_rate=0.2)
+    fit(straight, _toy(320), **options)
+    state = tmp_path / "state.pt"
+    torch.manual_seed(0)
+    with pytest.raises(_Interrupted):
+        fit(model_zoo.create_model("small_cnn", drop_rate=0.2), _StopAfter(_toy(320), 7 * 32 + 5), state_file=state,
+            **options)  # fmt: skip
+    torch.manual_seed(1)  # a different initialisation: the state must replace it
+    resumed = model_zoo.create_model("small_cnn", drop_rate=0.2)
+    metrics = fit(resumed, _toy(320), state_file=state, **options)
+    assert metrics["resumed_from"] == 4 and metrics["steps"] == 20
+    assert torch.equal(weights(straight), weights(resumed))
+
+
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ROBUSTART_RESULTS": str(tmp_path / "results")}
     straight = run_cli(*RANDOM_RECIPE, env={"ROBUSTART_CACHE": str(tmp_path / "a"), **env})
@@ -116,15 +163,16 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
 def _saved_step(path: Path) -> int | None:
     try:
         return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
-    except Exception:  # noqa: BLE001 - replaced while being read; look again
+    except Exception:  # replaced while being read: look again
         return None
 
 
 @pytest.mark.slow
-def test_two_processes_under_torchrun_match_one(tmp_path):
-    """Same global batch over 2 gloo processes: the weights and accuracy of one process, within batch-norm noise
-    (each process normalises its own half batch)."""
-    args = ["model=small_cnn", "training=quickstart", "training.batch_size=64", f"training.epochs={80 * 64 / 60_000}",
+def test_two_processes_under_torchrun_match_one(tmp_path, capsys):
+    """Same global batch over 2 gloo processes: the weights and accuracy of one process, up to float rounding
+    (gradients averaged over two halves instead of summed over the whole). The model has no batch norm, whose
+    statistics each process would take over its own half batch."""
+    args = ["model=small_mixer", "training=quickstart", "training.batch_size=64", f"training.epochs={40 * 64 / 60_000}",
             "noise=clean", "evaluation.max_samples=1000"]  # fmt: skip
     env = {"ROBUSTART_RESULTS": str(tmp_path / "r1"), "ROBUSTART_CACHE": str(tmp_path / "c1")}
     one = run_cli(*args, env=env)
@@ -141,9 +189,12 @@ def test_two_processes_under_torchrun_match_one(tmp_path):
     assert b["processes"] == 2 and a["processes"] == 1 and a["final_metrics"]["steps"] == b["final_metrics"]["steps"]
     wa = _weights(tmp_path / "c1")
     wb = _weights(tmp_path / "c2")
-    assert ((wa - wb).norm() / wa.norm()).item() < 0.05
+    assert ((wa - wb).norm() / wa.norm()).item() < 1e-3
     acc = [_top1(tmp_path / r) for r in ("r1", "r2")]
-    assert abs(acc[0] - acc[1]) < 0.03 and min(acc) > 0.6
+    with capsys.disabled():
+        print(f"\n1 process: top1 {acc[0]:.1%}; 2 processes: top1 {acc[1]:.1%}; "
+              f"weights differ by {((wa - wb).norm() / wa.norm()).item():.1e} (relative L2)")  # fmt: skip
+    assert abs(acc[0] - acc[1]) <= 0.003 and min(acc) > 0.5
 
 
 def _weights(cache: Path) -> torch.Tensor:

@@ -147,7 +147,10 @@ def check_recipe(
     if augmix_jsd and (mixup > 0 or cutmix > 0 or adversarial is not None):
         raise ValueError("augmix_jsd does not combine with mixup/cutmix or adversarial training")
     if custom_loss and (adversarial is not None or teacher or mixup > 0 or cutmix > 0):
-        raise ValueError("a custom loss_fn replaces the techniques: drop adversarial, teacher, mixup and cutmix")
+        raise ValueError(
+            "a custom loss (loss_fn; the supernet's sandwich rule) does not combine with adversarial training, "
+            "distillation, mixup or cutmix"
+        )
     if mixup < 0 or cutmix < 0:
         raise ValueError(f"mixup and cutmix are Beta alphas >= 0 (0: off), got {mixup}, {cutmix}")
     check_policy(augment)
