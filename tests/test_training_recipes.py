@@ -126,5 +126,5 @@ def test_bad_training_input_on_the_command_line_exits_2(workspace):
     assert unknown.returncode == 2 and "Could not load 'training/mixupp'" in unknown.stderr
     eps = run_cli("training=pgd_at", "training.adversarial.eps=3", "noise=clean")
     assert eps.returncode == 2 and "Linf eps must be at most 1" in eps.stderr and "Traceback" not in eps.stderr
-    results, cache = workspace
+    results, _ = workspace
     assert not results.exists() or not any(results.iterdir())
