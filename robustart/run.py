@@ -38,8 +38,9 @@ _IDENTITY_KEYS = {
 
 #: training options added after the first recipes, with their defaults: a recipe that leaves them there keeps
 #: the training hash (and run id) it had before they existed
+_TRAINING_DEFAULTS = OmegaConf.to_container(OmegaConf.structured(TrainingConfig))
 _TRAINING_ADDED = {
-    key: OmegaConf.to_container(OmegaConf.structured(TrainingConfig))[key]
+    key: _TRAINING_DEFAULTS[key]
     for key in ("decay_epochs", "decay_rate", "amp", "channels_last", "ema", "mixup", "cutmix", "mix_prob",
                 "switch_prob", "augment", "augmix_jsd", "drop_rate", "drop_path_rate", "adversarial", "teacher",
                 "teacher_weights", "distill_alpha", "distill_temperature", "init_from")

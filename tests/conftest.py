@@ -74,7 +74,7 @@ def write_photo_folder(root: Path, wnids=("n01440764", "n02123045"), per_class: 
 
 @pytest.fixture(scope="session")
 def fashion_subset_model(tmp_path_factory):
-    """A small CNN trained briefly on real Fashion-MNIST, and 256 test images with labels."""
+    """A small CNN trained briefly on real Fashion-MNIST (2 epochs of 6000 images), and 256 test images with labels."""
     import torch
 
     import model_zoo
@@ -86,7 +86,7 @@ def fashion_subset_model(tmp_path_factory):
     test, _ = load_fashion_mnist(None, cache, "test")
     torch.manual_seed(0)
     model = model_zoo.create_model("small_cnn")
-    fit(model, train.subset(6000), epochs=1, batch_size=64, lr=0.05, warmup_epochs=0.1, seed=0)
+    fit(model, train.subset(6000), epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.1, seed=0)
     x = torch.stack([test[i][0] for i in range(256)])
     y = torch.stack([test[i][1] for i in range(256)])
     return model.eval(), x, y

@@ -149,6 +149,7 @@ def _small_cnn_weights(path, num_classes=10):
     return path
 
 
+@pytest.mark.slow
 def test_checkpoint_missing_bad_sha_or_wrong_classes(workspace, tmp_path):
     results, _ = workspace
     base = ["model=small_cnn", "noise=clean", "data=fashion_mnist", "evaluation.max_samples=16"]
@@ -182,6 +183,7 @@ def test_random_weights_are_announced(workspace):
     assert "RANDOM" in json.loads((run_dir / store.MANIFEST_FILE).read_text())["notes"][0]
 
 
+@pytest.mark.slow
 def test_card_command_on_real_photos_with_an_unreadable_file(workspace, tmp_path):
     results, _ = workspace
     root = write_photo_folder(tmp_path / "val")

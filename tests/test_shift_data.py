@@ -178,6 +178,7 @@ def test_fashion_mnist_ood_detection_is_measured_on_real_data(fashion_subset_mod
     assert aupr(-inside, -outside) > 0.6 and fpr_at_95_tpr(-inside, -outside) < 1
 
 
+@pytest.mark.slow
 def test_fashion_mnist_ood_through_the_cli(workspace):
     results, _ = workspace
     base = ["experiment=quickstart", "data=fashion_mnist_ood", "training.epochs=0.02", "evaluation.max_samples=64"]

@@ -58,7 +58,8 @@ def test_every_recipe_trains_two_steps_and_evaluates(recipe, workspace, small_ch
     assert card["final_metrics"]["steps"] == 2
     assert recipe_label(cfg.training) in folder.name
     technique = card["recipe"]["techniques"]
-    assert technique == ({} if recipe in ("quickstart", "adamw_cosine", "supernet") or recipe.startswith("baseline")
+    bases = ("standard", "quickstart", "adamw_cosine", "supernet")
+    assert technique == ({} if recipe in bases or recipe.startswith("baseline")
                          else {recipe: True})  # fmt: skip
     assert not (folder / "train_state.pt").exists()  # the finished checkpoint supersedes the resumable state
 
