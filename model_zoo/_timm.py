@@ -68,7 +68,7 @@ def build_timm(name: str, tag: str, family: str, **overrides: Any) -> tuple[nn.M
 
 def register_timm(family: str, table: dict[str, tuple[str, str]]) -> None:
     """Register one entry of ``family`` per row ``name: (timm tag, description)``; each entry's factory takes
-    ``num_classes``, ``in_chans`` and ``img_size`` and calls :func:`build_timm`."""
+    ``num_classes``, ``in_chans``, ``img_size``, ``drop_rate`` and ``drop_path_rate`` and calls :func:`build_timm`."""
     for name, (tag, description) in table.items():
         _register_timm_entry(name, tag, family, f"{description}; timm ``{tag}``")
 
