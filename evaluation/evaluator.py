@@ -154,3 +154,39 @@ def evaluate_datasets(
                 rows.add(cond, model(images.to(device, non_blocking=True)), labels.to(device), ids)
             meter.step(len(labels))
     return rows.frame()
+
+
+def evaluate_condition(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    condition: Condition,
+    noise: Noise | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    checks: ValidityChecks | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> pd.DataFrame | None:
+    """Run ``model`` on one condition: the batches through ``noise`` (``None``, or the clean condition: as
+    they come, for data that carries its condition), one row per sample as in :func:`evaluate`.
+
+    A run that commits its work condition by condition (:mod:`robustart.parts`) calls this once per
+    condition. ``on_batch`` is called with each batch's size (progress); ``None`` is returned for no batches.
+    """
+    device = torch.device(device)
+    model = model.to(device).eval()
+    rows = _Rows()
+    attack_checks = checks is not None and condition.eps is not None and noise is not None
+    for images, labels, ids in batches:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if checks is not None and not checks.model_checked and noise is not None and noise.needs_model:
+            checks.check_model(model, images, labels)
+        x = images if noise is None or condition == CLEAN else noise.apply(images, labels, ids, condition, model)
+        with torch.inference_mode():
+            logits = model(x)
+            clean_logits = model(images) if attack_checks else None
+        rows.add(condition, logits, labels, ids)
+        if attack_checks:
+            checks.check_batch(condition, images, x, clean_logits, logits, labels)
+        if on_batch is not None:
+            on_batch(len(labels))
+    return rows.frame() if rows.columns else None

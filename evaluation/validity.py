@@ -66,6 +66,18 @@ class ValidityChecks:
         #: ``(check, Condition or None) -> [flagged count, checked count, message]``
         self.findings: dict[tuple[str, Condition | None], list] = {}
 
+    def take_state(self) -> list:
+        """The findings of attack conditions since the last call, emptied here (the once-per-run model checks
+        stay): a run that commits condition by condition stores them with the condition."""
+        taken = [(check, cond, *entry) for (check, cond), entry in self.findings.items() if cond is not None]
+        self.findings = {key: entry for key, entry in self.findings.items() if key[1] is None}
+        return taken
+
+    def merge_state(self, state: list) -> None:
+        """Add findings from :meth:`take_state` (counts summed; the first message kept)."""
+        for check, cond, flagged, checked, message in state:
+            self._flag(check, cond, flagged, checked, message)
+
     def _flag(self, check: str, cond: Condition | None, flagged: int, checked: int, message: str) -> None:
         entry = self.findings.setdefault((check, cond), [0, 0, message])
         entry[0] += flagged

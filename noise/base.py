@@ -71,6 +71,57 @@ class Noise(ABC):
         """JSON-able facts for the run's manifest (attack costs, validity warnings), ``{}`` if none."""
         return {}
 
+    #: the attributes holding what the noise records while it runs (dotted paths reach into helpers), which
+    #: :meth:`take_state` and :meth:`merge_state` move between processes and runs
+    recorded: tuple[str, ...] = ()
+
+    def parts(self) -> list[Noise]:
+        """The noises inside this one whose records travel with it (a suite's members, a cascade's attacks)."""
+        return []
+
+    def take_state(self) -> dict:
+        """What the noise recorded since the last call, emptied here: a run that commits its work condition by
+        condition stores it with the condition, and :meth:`merge_state` adds it back in another process."""
+        state = {}
+        for path in self.recorded:
+            owner, _, attr = _owner(self, path)
+            value = getattr(owner, attr)
+            state[path] = value
+            setattr(owner, attr, type(value)())
+        return {"own": state, "parts": [part.take_state() for part in self.parts()]}
+
+    def merge_state(self, state: dict) -> None:
+        """Add a state from :meth:`take_state` to what this noise recorded (records joined, counts summed)."""
+        for path, value in state["own"].items():
+            owner, _, attr = _owner(self, path)
+            setattr(owner, attr, merge_records(getattr(owner, attr), value))
+        for part, part_state in zip(self.parts(), state["parts"], strict=True):
+            part.merge_state(part_state)
+
+
+def _owner(noise, path: str):
+    """``(object, '.', attribute)`` that a dotted ``recorded`` path names."""
+    head, dot, attr = path.rpartition(".")
+    owner = noise
+    for name in filter(None, head.split(".")):
+        owner = getattr(owner, name)
+    return owner, dot, attr
+
+
+def merge_records(mine, theirs):
+    """Join two records of the same shape: dicts key by key, lists end to end, counts summed; anything else
+    (a flag, a name) is taken from ``theirs``."""
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        out = dict(mine)
+        for key, value in theirs.items():
+            out[key] = merge_records(out[key], value) if key in out else value
+        return out
+    if isinstance(mine, list) and isinstance(theirs, list):
+        return mine + theirs
+    if isinstance(mine, int) and isinstance(theirs, int) and not isinstance(mine, bool):
+        return mine + theirs
+    return theirs
+
 
 class NoiseSuite(Noise):
     """Several noises evaluated in one run; each condition is dispatched to the noise that owns it."""
@@ -104,3 +155,6 @@ class NoiseSuite(Noise):
 
     def report(self) -> dict:
         return {name: r for name, m in self.members.items() if (r := m.report())}
+
+    def parts(self) -> list[Noise]:
+        return list(self.members.values())

@@ -598,6 +598,23 @@ def _train(plan: Plan, timings: dict, logger=None) -> None:
         log.info("checkpoint saved to %s", plan.checkpoint_dir)
 
 
+def _share_checkpoint(plan: Plan) -> None:
+    """After data-parallel training, every process evaluates the weights rank 0 saved (batch-norm statistics
+    differ between processes until then)."""
+    import model_zoo
+    from training import distributed, find_checkpoint
+
+    distributed.barrier()
+    if plan.world.rank == 0:
+        return
+    plan.checkpoint = find_checkpoint(plan.checkpoint_dir)
+    if plan.trained_entry == plan.cfg.model.name:  # a subnet is cut from the saved supernet in any case
+        meta = plan.model.metadata
+        plan.model = model_zoo.create_model(plan.cfg.model.name, weights=str(plan.checkpoint_dir),
+                                            num_classes=meta.num_classes, in_chans=meta.in_chans,
+                                            img_size=plan.cfg.model.img_size)  # fmt: skip
+
+
 def _cut_subnet(plan: Plan, timings: dict) -> None:
     """Replace the supernet by the configured subnet with its sliced weights, then re-estimate the subnet's
     batch-norm statistics on ``model.bn_batches`` training batches (the supernet's are a mix of every subnet's)."""
@@ -627,27 +644,25 @@ def _cut_subnet(plan: Plan, timings: dict) -> None:
 def execute(plan: Plan, t_start: float) -> RunResult:
     import pandas as pd
 
-    from evaluation import evaluate, evaluate_datasets, summarize
+    from evaluation import summarize
+    from evaluation.evaluator import CLEAN
     from evaluation.precision import with_precision
     from evaluation.sequences import sequence_rows
     from evaluation.shift import OOD, MaskedOutputs, shift_rows
     from evaluation.validity import ValidityChecks, norm_of
     from robustart import data as datasets
+    from robustart import parts as committed
     from robustart.environment import device_description, git_commit, library_versions
     from robustart.summary import format_summary
+    from training import distributed
 
     cfg, timings = plan.cfg, {}
-    world = plan.world
-    logger = _start_logger(cfg, plan.run_dir) if world is None or world.is_main else None
+    rank, size = (plan.world.rank, plan.world.size) if plan.world is not None else (0, 1)
+    logger = _start_logger(cfg, plan.run_dir) if rank == 0 else None
     if cfg.training is not None and plan.checkpoint is None:
         _train(plan, timings, logger)
-    if world is not None and world.distributed:
-        from training import distributed
-
-        distributed.shutdown()
-        if not world.is_main:
-            log.info("rank %d: training done; rank 0 evaluates", world.rank)
-            return RunResult(plan.run_dir, skipped=True)
+        if size > 1:
+            _share_checkpoint(plan)
     if plan.checkpoint is not None and "train_s" not in timings:
         log.info("reusing checkpoint %s (sha256 %s...)", plan.checkpoint["path"], plan.checkpoint["sha256"][:12])
     if plan.trained_entry not in (None, cfg.model.name):  # a subnet, cut from its supernet
@@ -665,26 +680,39 @@ def execute(plan: Plan, t_start: float) -> RunResult:
     t = time.monotonic()
     frames, checks = None, None
     if getattr(plan.noise, "sequences", False):
+        if rank != 0:
+            log.info("rank %d: sequence noises are evaluated by rank 0 alone", rank)
+            distributed.shutdown()
+            return RunResult(plan.run_dir, skipped=True)
         predictions, frames, conditions = _evaluate_sequences(plan, model, counter)
-    elif isinstance(plan.eval_data, dict):  # data that carries its conditions: one dataset each, no clean pass
-        by_condition = {
-            cond: datasets.iterate(d, cfg.evaluation.batch_size, cfg.data.num_workers, counter)
-            for cond, d in plan.eval_data.items()
-        }
-        conditions = list(by_condition)
-        total = sum(len(d) for d in plan.eval_data.values())
-        log.info("evaluating %s on %s: %d conditions (a dataset each), %d images on %s", meta.name, cfg.data.name,
-                 len(conditions), total, plan.device)  # fmt: skip
-        predictions = evaluate_datasets(model, by_condition, device=plan.device, total=total, progress=log.info)
-    else:
-        batches = datasets.iterate(plan.eval_data, cfg.evaluation.batch_size, cfg.data.num_workers, counter)
-        conditions = plan.noise.conditions()
-        log.info("evaluating %s on %s/%s (%d samples) x %d noise conditions + clean on %s", meta.name,
-                 cfg.data.name, cfg.data.split, plan.data_info.num_samples, len(conditions), plan.device)  # fmt: skip
-        if any(c.eps is not None for c in conditions):
-            checks = ValidityChecks(lambda cond: norm_of(plan.noise, cond))
-        predictions = evaluate(model, batches, plan.noise, device=plan.device,
-                               total=plan.data_info.num_samples, progress=log.info, checks=checks)  # fmt: skip
+    else:  # condition by condition, each committed as it finishes, batches shared out over the processes
+        work = committed.units(plan.noise, plan.eval_data)
+        if isinstance(plan.eval_data, dict):  # data that carries its conditions: one dataset each, no clean pass
+            conditions = [u.condition for u in work]
+            log.info("evaluating %s on %s: %d conditions (a dataset each), %d images on %s", meta.name,
+                     cfg.data.name, len(conditions), sum(len(u.dataset) for u in work), plan.device)  # fmt: skip
+        else:
+            conditions = [u.condition for u in work if u.condition != CLEAN]
+            log.info("evaluating %s on %s/%s (%d samples) x %d noise conditions + clean on %s", meta.name,
+                     cfg.data.name, cfg.data.split, plan.data_info.num_samples, len(conditions),
+                     plan.device)  # fmt: skip
+            if any(c.eps is not None for c in conditions):
+                checks = ValidityChecks(lambda cond: norm_of(plan.noise, cond))
+        if size > 1:
+            log.info("process %d of %d evaluates batches %d, %d + %d, ... of each condition", rank, size, rank, rank,
+                     size)  # fmt: skip
+        committed.run_parts(plan.run_dir, work, model, plan.noise, batch_size=cfg.evaluation.batch_size,
+                        num_workers=cfg.data.num_workers, device=plan.device, checks=checks, rank=rank,
+                        world=size)  # fmt: skip
+        if size > 1:
+            distributed.barrier()
+            distributed.shutdown()
+            if rank != 0:
+                log.info("rank %d: its parts are committed; rank 0 merges them", rank)
+                return RunResult(plan.run_dir, skipped=True)
+        merged = committed.merge_parts(plan.run_dir, work, plan.noise, checks, size)
+        predictions, counter.skipped = merged.predictions, counter.skipped + merged.skipped
+        timings["eval_parts_s"] = merged.seconds
     timings["eval_s"] = time.monotonic() - t
     if counter.skipped:
         msg = f"{counter.skipped} unreadable image(s) were skipped"
@@ -740,6 +768,7 @@ def execute(plan: Plan, t_start: float) -> RunResult:
     store.write_table(metrics, store.metrics_schema(), plan.run_dir / store.METRICS_FILE)
     store.write_json(manifest, plan.run_dir / store.MANIFEST_FILE)
     store.mark_done(plan.run_dir)
+    committed.clear(plan.run_dir)
     if logger is not None:
         logger.log({f"{r.noise}/{r.condition}/{r.metric}/{r.severity}/{r.eps}": r.value for r in metrics.itertuples()})
         logger.finish()
@@ -869,20 +898,15 @@ def run(cfg: DictConfig) -> RunResult:
 
 
 def _join_world(cfg: DictConfig):
-    """Under torchrun or a multi-task Slurm step, join the training processes; ``None`` for one process.
+    """Under torchrun or a multi-task Slurm step, join the other processes; ``None`` for one process.
 
-    Processes train together (data-parallel); rank 0 alone writes the checkpoint and evaluates (the others
-    stop after training)."""
+    Processes train together (data-parallel; rank 0 writes the checkpoint) and share out the evaluation's
+    batches (:mod:`robustart.parts`); rank 0 merges the results and writes the tables."""
     from training import distributed
 
     world = distributed.environment()
     if not world.distributed:
         return None
-    if cfg.training is None:
-        raise UserError(
-            f"{world.size} processes ({world.source}) but no training= : runs split training across processes; "
-            "evaluate in one process"
-        )
     log.info("process %d of %d (%s)", world.rank, world.size, world.source)
     distributed.init(world, _resolve_device(cfg.evaluation.device, world.local_rank))
     return world

@@ -89,6 +89,7 @@ class TorchattacksNoise(Noise):
     """
 
     needs_model = True
+    recorded = ("passes_used",)
 
     def __init__(
         self, name: str, build, eps: Sequence[float | str], seed: int = 0, norm: str = "Linf", passes: int = 1

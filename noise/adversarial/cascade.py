@@ -45,6 +45,7 @@ class WorstCase(Noise):
     """
 
     needs_model = True
+    recorded = ("checks.counts", "broken_by", "outcomes")
 
     def __init__(self, attacks: Sequence[TorchattacksNoise], eps: Sequence[float], cascade: bool = True) -> None:
         norms = {a.norm for a in attacks}
@@ -62,6 +63,9 @@ class WorstCase(Noise):
         self.broken_by: dict[float, dict[int, str]] = {}
         #: per budget and attack, per sample id it attacked: the image stayed correctly classified
         self.outcomes: dict[float, dict[str, dict[int, bool]]] = {}
+
+    def parts(self) -> list[Noise]:
+        return list(self.attacks)
 
     def conditions(self) -> list[Condition]:
         return [Condition(WCAR, WCAR, eps=e) for e in self.eps]

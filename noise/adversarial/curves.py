@@ -47,6 +47,8 @@ class IterationCurveNoise(TorchattacksNoise):
     """A :class:`~noise.adversarial.TorchattacksNoise` that also records the accuracy after every step of
     its (iterative) attack, for the ``robust_acc_vs_steps`` rows. Its adversarial examples are the same."""
 
+    recorded = ("passes_used", "step_records")
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.step_records: dict[Condition, list[tuple[np.ndarray, np.ndarray]]] = {}

@@ -57,6 +57,7 @@ class MinimalPerturbationNoise(Noise):
     """
 
     needs_model = True
+    recorded = ("_records",)
 
     def __init__(self, name: str, curve_points: int = 21, curve_max: float | str | None = None) -> None:
         _check(
@@ -340,6 +341,8 @@ def library_attack(name: str, model: nn.Module, eps, steps: int = 20, rel_stepsi
 class MinEpsSearchNoise(MinimalPerturbationNoise):
     """The per-sample minimal Linf budget of each attack in ``attacks`` (see :func:`search_min_eps`); one
     condition per attack, named after it, with no budget of its own."""
+
+    recorded = ("_records", "trials")
 
     def __init__(
         self,

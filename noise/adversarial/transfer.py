@@ -44,6 +44,7 @@ class TransferNoise(Noise):
     """
 
     needs_model = True
+    recorded = ("source_correct",)
 
     def __init__(self, attack: Noise, source: nn.Module | str | None = None) -> None:
         self.name = TRANSFER
@@ -62,6 +63,9 @@ class TransferNoise(Noise):
         run's manifest (name, weights, sha256, run id)."""
         self.source = model.eval()
         self.source_info = dict(info or {})
+
+    def parts(self) -> list[Noise]:
+        return [self.attack]
 
     def conditions(self) -> list[Condition]:
         return [Condition(TRANSFER, c.name, severity=c.severity, eps=c.eps) for c in self.attack.conditions()]
