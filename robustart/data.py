@@ -72,7 +72,7 @@ class TensorDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int):
-        return self.images[i].float().div_(255), self.labels[i], self.sample_ids[i]
+        return self.images[i].float() / 255, self.labels[i], self.sample_ids[i]  # not in place: float images stay
 
     def subset(self, n: int) -> TensorDataset:
         return TensorDataset(self.images[:n], self.labels[:n], self.sample_ids[:n])

@@ -184,7 +184,7 @@ def test_two_processes_under_torchrun_match_one(tmp_path, capsys):
         cwd=REPO, env=env2, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
-    assert "2 processes" in two.stdout and "rank 0 evaluates" in two.stdout
+    assert "2 processes" in two.stdout and "rank 0 merges them" in two.stdout
     a, b = _card(tmp_path / "c1"), _card(tmp_path / "c2")
     assert b["processes"] == 2 and a["processes"] == 1 and a["final_metrics"]["steps"] == b["final_metrics"]["steps"]
     wa = _weights(tmp_path / "c1")
