@@ -146,7 +146,8 @@ def _resolve_device(name: str, local_rank: int = 0):
     import torch
 
     if name in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda", local_rank)
+        # a Slurm task bound to its own GPU (--gpus-per-task) sees that one GPU alone, as cuda:0
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     if name == "auto":
         return torch.device("cpu")
     try:

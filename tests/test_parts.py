@@ -162,7 +162,7 @@ def test_a_run_killed_with_sigkill_five_times_ends_with_the_tables_of_one_uninte
     (pred_a, metrics_a), (pred_b, metrics_b) = _tables(run_a), _tables(run_b)
     pd.testing.assert_frame_equal(pred_a, pred_b)
     pd.testing.assert_frame_equal(metrics_a, metrics_b)
-    assert not pred_b.duplicated(["noise", "condition", "eps", "sample_id"]).any()
+    assert not pred_b.duplicated(["noise", "condition", "severity", "eps", "sample_id"]).any()
     assert len(pred_b) == 200 * 24
 
 
@@ -186,3 +186,20 @@ def test_two_gloo_processes_give_the_per_sample_rows_of_one(tmp_path):
     (pred_1, metrics_1), (pred_2, metrics_2) = _tables(run_one), _tables(run_two)
     pd.testing.assert_frame_equal(pred_1, pred_2)
     pd.testing.assert_frame_equal(metrics_1, metrics_2)
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_with_an_eta_in_logs(tmp_path, caplog, capsys):
+    def corruptions():
+        return create_noise("imagenet_c", corruptions=["contrast"], severities=[1, 2])
+
+    with caplog.at_level("INFO", logger="robustart"):
+        _run(tmp_path / "log", corruptions, 1)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("condition ")]
+    assert lines[0].startswith("condition 1/3 clean/clean: 10 images in") and "2 to go, ETA " in lines[0]
+    assert lines[-1].startswith("condition 3/3 imagenet_c/contrast severity=2") and lines[-1].endswith("0 to go")
+
+    data = TensorDataset(torch.zeros(8, 1, 4, 4, dtype=torch.uint8), torch.zeros(8, dtype=torch.long))
+    noise = corruptions()
+    parts.run_parts(tmp_path / "bar", parts.units(noise, data), _model(), noise, batch_size=4, num_workers=0,
+                    device="cpu", bar=True)  # fmt: skip
+    assert "[3/3] imagenet_c/contrast severity=2" in capsys.readouterr().err
