@@ -209,10 +209,15 @@ def test_card_command_on_real_photos_with_an_unreadable_file(workspace, tmp_path
 
 def test_wandb_logger_offline(workspace):
     results, _ = workspace
-    proc = run_cli("model=small_cnn", "noise=clean", "data=fashion_mnist", "evaluation.max_samples=16", "logger=wandb")
+    proc = run_cli("model=small_cnn", "noise=fgsm", "data=fashion_mnist", "evaluation.max_samples=16", "logger=wandb")
     assert proc.returncode == 0, proc.stderr[-2000:]
     [run_dir] = run_dirs(results)
-    assert list((run_dir / "wandb").glob("offline-run-*")), "wandb wrote no offline run"
+    [offline] = list((run_dir / "wandb").glob("offline-run-*"))  # one offline run
+    [records] = offline.glob("run-*.wandb")  # offline, config and logged values sit in wandb's record file
+    assert b"max_samples" in records.read_bytes() and b"clean/clean/top1" in records.read_bytes()
+    [table] = (offline / "files" / "media" / "table").glob("metrics_*.table.json")
+    assert "robust_acc" in table.read_text()  # the whole metrics table
+    assert list((offline / "files" / "media" / "images").glob("accuracy_by_condition_*.png"))  # the figure
     _assert_user_error(run_cli(*FAST, "logger.name=tensorboard"), "unknown logger 'tensorboard'")
 
 
