@@ -18,7 +18,8 @@ from robustart import store
 from tests.conftest import run_cli, run_dirs
 from tests.slurm_cluster import PARTITION, LocalSlurm, free_port, missing_requirements
 
-pytestmark = pytest.mark.slurm
+# a real cluster and real runs, about 70 s on 2 cores: heavy enough for the slow set too
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 # A run of a few seconds: random weights, no noise, a handful of Fashion-MNIST test images.
 CHEAP = ["model=small_cnn", "model.weights=random", "data=fashion_mnist", "noise=clean"]
