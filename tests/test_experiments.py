@@ -1,0 +1,178 @@
+"""conf/experiment: every study composes, every value its sweep (hydra.sweeper.params) names makes a valid run
+config, and a shrunk family comparison sweeps through the command line."""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import cache
+
+import pytest
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+import model_zoo
+from model_zoo import nas
+from robustart import store
+from robustart.run import _check_training, build_noise, recipe_label
+from tests.conftest import CONF, compose_config, run_cli, run_dirs
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+#: the studies that sweep; quickstart is a single run
+STUDIES = ["family_comparison", "family_comparison_small", "training_techniques", "nas_robustness"]
+
+
+def sweep_params(experiment: str) -> dict[str, str]:
+    cfg = compose_config([f"experiment={experiment}"], return_hydra_config=True)
+    return dict(cfg.hydra.sweeper.params or {})
+
+
+def swept_values(experiment: str) -> dict[str, list[str]]:
+    """``{key: [value, ...]}`` as Hydra's basic sweeper expands ``hydra.sweeper.params``."""
+    overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in sweep_params(experiment).items()])
+    values = {}
+    for override in overrides:
+        assert override.is_discrete_sweep() or not override.is_sweep_override(), override.input_line
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            values[key] = list(override.sweep_string_iterator())
+        else:
+            values[key] = [override.get_value_element_as_str()]
+    return values
+
+
+def sweep_jobs(experiment: str, cli: tuple[str, ...] = ()) -> list[list[str]]:
+    """The jobs ``python -m robustart -m experiment=NAME CLI...`` launches, each as its list of overrides."""
+    lines = [f"{k}={v}" for k, v in sweep_params(experiment).items()] + [f"experiment={experiment}", *cli]
+    [batch] = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(lines), None)
+    return batch
+
+
+@cache
+def family(model: str) -> str:
+    return model_zoo.get_entry(model).family
+
+
+def check_runnable(cfg) -> None:
+    """What a run checks before any work, short of data and weights: a zoo model (and subnet), a noise that builds
+    its conditions, a recipe the training loop accepts."""
+    assert cfg.model.name in model_zoo.list_models(), f"model {cfg.model.name} is not in the zoo"
+    if cfg.model.subnet is not None:
+        nas.decode(int(cfg.model.subnet))  # raises for an id outside the search space
+    conditions = build_noise(cfg.noise).conditions()
+    assert conditions or cfg.noise.name == "clean", f"noise {cfg.noise.name} has no conditions"
+    if cfg.training is not None:
+        _check_training(cfg, "cpu")
+
+
+def test_every_study_is_listed():
+    assert set(STUDIES) <= set(EXPERIMENTS)
+    assert not sweep_params("quickstart"), "the quickstart is one run; it must not sweep"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_to_a_runnable_config(experiment):
+    cfg = compose_config([f"experiment={experiment}"])
+    assert cfg.experiment == experiment
+    check_runnable(cfg)
+
+
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e != "quickstart"])
+def test_every_swept_value_composes_to_a_runnable_config(experiment):
+    values = swept_values(experiment)
+    assert values, f"{experiment} sweeps nothing: set hydra.sweeper.params"
+    for key, options in values.items():
+        assert len(options) == len(set(options)), f"{key}: a value is swept twice"
+        for value in options:
+            cfg = compose_config([f"experiment={experiment}", f"{key}={value}"])
+            assert cfg.experiment == experiment
+            if key in ("model", "noise"):
+                assert cfg[key].name == value, f"{key}={value} composed {cfg[key].name}"
+            check_runnable(cfg)
+    jobs = sweep_jobs(experiment)
+    assert len(jobs) == math.prod(len(v) for v in values.values())
+    assert len({tuple(sorted(job)) for job in jobs}) == len(jobs)
+
+
+def test_command_line_values_replace_a_swept_list():
+    jobs = sweep_jobs("family_comparison_small", ("model=small_cnn,small_vit", "training.epochs=0.01"))
+    assert len(jobs) == 2 * len(swept_values("family_comparison_small")["noise"])
+    assert {o for job in jobs for o in job if o.startswith("model=")} == {"model=small_cnn", "model=small_vit"}
+    cfg = compose_config(jobs[0])
+    assert cfg.training.epochs == 0.01
+
+
+def test_family_comparison_covers_every_family_on_imagenet_with_pretrained_weights():
+    values = swept_values("family_comparison")
+    assert {family(m) for m in values["model"]} == set(model_zoo.FAMILIES)
+    assert {"clean", "pgd_linf", "imagenet_c", "imagenet_s"} <= set(values["noise"])
+    for model in values["model"]:
+        cfg = compose_config(["experiment=family_comparison", f"model={model}", "data.root=/data/imagenet/val"])
+        assert cfg.model.weights == "pretrained" and cfg.training is None
+        assert cfg.data.name == "imagenet" and cfg.data.root == "/data/imagenet/val"
+        # max_samples takes the first files in class order: a biased subset of ImageNet
+        assert cfg.evaluation.max_samples is None
+
+
+def test_family_comparison_small_trains_small_input_models_of_every_trained_family():
+    values = swept_values("family_comparison_small")
+    assert {family(m) for m in values["model"]} == {"cnn", "transformer", "mlp"}
+    for model in values["model"]:
+        meta = model_zoo.get_metadata(model)
+        assert meta.input_size == (1, 28, 28) and meta.num_classes == 10, model
+        cfg = compose_config(["experiment=family_comparison_small", f"model={model}"])
+        assert cfg.data.name == "fashion_mnist" and cfg.model.weights == "random"
+        assert cfg.training is not None and cfg.training.epochs <= 1
+        assert 0 < cfg.evaluation.max_samples <= 1000
+
+
+def test_training_techniques_sweeps_distinct_recipes_on_one_baseline():
+    values = swept_values("training_techniques")
+    assert "model" not in values
+    labels = []
+    for recipe in values["training"]:
+        cfg = compose_config(["experiment=training_techniques", f"training={recipe}"])
+        assert cfg.training.name == "baseline_cnn" and cfg.training.epochs == 1  # the shortened baseline
+        labels.append(recipe_label(cfg.training))
+        # the model takes the recipe's regularisers (dropout, drop path)
+        model_zoo.create_model(
+            cfg.model.name, drop_rate=cfg.training.drop_rate, drop_path_rate=cfg.training.drop_path_rate
+        )
+    assert len(set(labels)) == len(labels) and "baseline_cnn" in labels
+    assert {"baseline_cnn+mixup", "baseline_cnn+pgd_at", "baseline_cnn+augmix"} <= set(labels)
+
+
+def test_nas_robustness_sweeps_subnets_of_one_supernet():
+    values = swept_values("nas_robustness")
+    ids = [int(i) for i in values["model.subnet"]]
+    assert {0, nas.num_subnets() - 1} <= set(ids)
+    assert all(0 <= i < nas.num_subnets() for i in ids)
+    cfg = compose_config(["experiment=nas_robustness", f"model.subnet={ids[-1]}"])
+    assert cfg.model.name == "nas_subnet" and cfg.training.sandwich_random, "subnets are cut from a trained supernet"
+
+
+@pytest.mark.slow  # four CLI runs (two models trained 5 steps, two noises): 2.5 to 4 minutes on 2 busy cores
+def test_family_comparison_small_sweeps_through_the_command_line(workspace):
+    results, cache_dir = workspace
+    models, noises = ["small_cnn", "small_vit"], swept_values("family_comparison_small")["noise"]
+    proc = run_cli(
+        "-m",
+        "experiment=family_comparison_small",
+        f"model={','.join(models)}",
+        "training.epochs=0.01",
+        "evaluation.max_samples=16",
+        "evaluation.batch_size=16",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"Launching {len(models) * len(noises)} jobs" in proc.stdout + proc.stderr
+    dirs = run_dirs(results)
+    landed = set()
+    for run_dir in dirs:
+        assert (run_dir / store.DONE_FILE).is_file(), run_dir
+        config = json.loads((run_dir / "manifest.json").read_text())["config"]
+        assert config["experiment"] == "family_comparison_small"
+        landed.add((config["model"]["name"], config["noise"]["name"]))
+    assert landed == {(m, n) for m in models for n in noises} and len(dirs) == len(landed)
+    # each model trained once, its checkpoint reused by its other noise
+    checkpoints = sorted(p.name for p in (cache_dir / "checkpoints").iterdir() if p.is_dir())
+    assert [c.split("-")[0] for c in checkpoints] == models
