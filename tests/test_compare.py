@@ -1,0 +1,342 @@
+"""``python -m robustart.compare``: reading run folders (old schemas too), grouping, rank intervals, the outputs,
+errors, and the HTML report in headless Chromium.
+
+Most results folders are built with :func:`robustart.store.write_table` from metric rows shaped like the
+evaluators' (Wilson intervals from :func:`evaluation.metrics.wilson_interval`); one real tiny run of the command
+line joins them in the end-to-end test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from evaluation.metrics import wilson_interval
+from robustart import compare, store
+from tests.conftest import FAST, REPO, run_cli, run_dirs
+
+GENES = [c for c in store.model_columns() if c.startswith("nas_")]
+EPS = [0.5 / 255, 2 / 255, 8 / 255]
+
+
+def _row(noise, metric, condition, k=None, n=200, value=None, severity=None, eps=None) -> dict:
+    """A metric row: a proportion ``k / n`` with its Wilson interval, or a ``value`` without one."""
+    if k is not None:
+        low, high = wilson_interval(k, n)
+        value = k / n
+    else:
+        low = high = math.nan
+    return dict(noise=noise, metric=metric, condition=condition, severity=severity, eps=eps, value=value, n=n,
+                ci_low=low, ci_high=high)  # fmt: skip
+
+
+def metric_rows(top1: int, robust: list[int], corrupt: list[int], n: int = 200) -> list[dict]:
+    """A quickstart-like run: clean top-1/top-5, PGD-Linf at three budgets, two corruptions at severities 1 and
+    5, and system noise summaries (``sys_std`` has no interval). Counts are correct samples out of ``n``."""
+    rows = [_row("clean", "top1", "clean", top1, n), _row("clean", "top5", "clean", min(top1 + 30, n), n)]
+    for eps, k in zip(EPS, robust):
+        rows += [_row("pgd_linf", "robust_acc", "pgd_linf", k, n, eps=eps), _row("pgd_linf", "ar", "pgd_linf",
+                 min(k, top1), top1, eps=eps)]  # fmt: skip
+    for (corruption, severity), k in zip([("gaussian_noise", 1), ("gaussian_noise", 5), ("contrast", 1),
+                                          ("contrast", 5)], corrupt):  # fmt: skip
+        rows.append(_row("imagenet_c", "acc", corruption, k, n, severity=severity))
+    rows += [_row("imagenet_s", "sys_mean", None, top1 - 10, n), _row("imagenet_s", "sys_std", None, value=0.03, n=n)]
+    return rows
+
+
+def write_run(results, model, family, rows, *, subnet=None, version=2, done=True, data="fashion_mnist", run_id=None):
+    """A run folder ``<model>-quickstart-<data>-<id>`` holding ``rows`` as metrics.parquet (schema ``version``
+    1 leaves out the model columns, as it did), a manifest and, with ``done``, the marker."""
+    run_id = run_id or f"{abs(hash((model, subnet, len(rows), str(rows[0]['value'])))) % 16**10:010x}"
+    genes = {}
+    if subnet is not None:
+        from model_zoo import nas
+
+        genes = nas.decode(subnet).as_dict(28)
+    frame = pd.DataFrame(rows).assign(
+        run_id=run_id, model=model, family=family, weights="robustart:0123456789ab", params=100_000,
+        flops=10_000_000 + (subnet or 0) % 1000, input_size=28, subnet=subnet, data=data,
+        **{c: genes.get(c.removeprefix("nas_")) for c in GENES},
+    )  # fmt: skip
+    for column in ["severity", "subnet", *store.model_columns()]:
+        frame[column] = frame[column].astype("Int64")
+    schema = store.metrics_schema()
+    if version == 1:
+        old = set(store.model_columns())
+        schema = pa.schema([f for f in schema if f.name not in old], metadata={b"robustart_schema_version": b"1"})
+    folder = results / f"{model}-quickstart-{data}-{run_id}"
+    folder.mkdir(parents=True)
+    store.write_table(frame, schema, folder / store.METRICS_FILE)
+    store.write_json({"schema_version": version, "run_id": run_id}, folder / store.MANIFEST_FILE)
+    if done:
+        store.mark_done(folder)
+    return folder
+
+
+def zoo_of_runs(results, subnets: bool = False):
+    """Runs of three families (two CNNs, a ViT twice, a Mixer), and with ``subnets`` three NAS subnets."""
+    write_run(results, "small_resnet", "cnn", metric_rows(170, [160, 120, 40], [160, 120, 150, 60]))
+    write_run(results, "cifar_resnet18", "cnn", metric_rows(176, [170, 130, 30], [170, 100, 160, 50]))
+    write_run(results, "small_vit", "transformer", metric_rows(150, [145, 130, 90], [148, 130, 140, 100]))
+    write_run(results, "small_vit", "transformer", metric_rows(154, [150, 128, 80], [150, 128, 140, 96]))
+    write_run(results, "small_mixer", "mlp", metric_rows(140, [130, 110, 70], [138, 110, 130, 90]))
+    if subnets:
+        for i, subnet in enumerate((0, 56440825, 1377495071)):
+            write_run(results, "nas_subnet", "nas", metric_rows(150 + 5 * i, [140, 100 + 10 * i, 30 + 15 * i],
+                      [150, 110, 140, 70 + 5 * i]), subnet=subnet)  # fmt: skip
+
+
+def run_compare(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "robustart.compare", *map(str, args)], capture_output=True,
+                          text=True, cwd=REPO, timeout=300)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    """One real run of the command line, shrunk to seconds (small CNN, 64 samples)."""
+    base = tmp_path_factory.mktemp("real")
+    proc = run_cli(*FAST, env={"ROBUSTART_RESULTS": str(base / "results"), "ROBUSTART_CACHE": str(base / "cache")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run_dir] = run_dirs(base / "results")
+    return run_dir
+
+
+# ---------------------------------------------------------------------------------------------------- the CLI
+
+
+def test_cli_end_to_end_with_a_real_run(real_run, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(real_run, results / real_run.name)
+    zoo_of_runs(results)
+    write_run(results, "vit_t", "transformer", metric_rows(100, [50, 40, 30], [1, 2, 3, 4]), done=False)  # unfinished
+    (results / ".sweeps").mkdir()
+
+    proc = run_compare(results)
+    assert proc.returncode == 0, proc.stderr
+    assert "6 finished runs" in proc.stdout and "1 unfinished folder(s) ignored" in proc.stdout
+    assert "data fashion_mnist: 5 groups" in proc.stdout
+    for heading in ("top1 %", "robust_acc %", "ar %", "imagenet_c:acc %", "sys_mean %"):
+        assert heading in proc.stdout  # the default measures the runs hold
+    for name in compare.OUTPUT_FILES:
+        assert (results / name).is_file()
+    assert not list(results.glob(".*.tmp"))
+
+    table = pd.read_csv(results / "compare.csv")
+    assert sorted(table["group"]) == ["cifar_resnet18", "small_cnn", "small_mixer", "small_resnet", "small_vit"]
+    real = table.set_index("group").loc["small_cnn"]
+    metrics = pq.read_table(real_run / store.METRICS_FILE).to_pandas()
+    clean = metrics[metrics["metric"] == "top1"].iloc[0]
+    assert real["top1"] == pytest.approx(clean["value"]) and real["top1_ci_low"] == pytest.approx(clean["ci_low"])
+    robust = metrics[metrics["metric"] == "robust_acc"]
+    assert real["robust_acc"] == pytest.approx(robust["value"].mean())  # a run's value: the mean of its rows
+    vit = table.set_index("group").loc["small_vit"]
+    assert vit["runs"] == 2 and vit["top1"] == pytest.approx((150 + 154) / 400)
+    assert table["top1_rank"].tolist() == sorted(table["top1_rank"])  # best first
+    assert set(table["family"]) == {"cnn", "transformer", "mlp"}
+
+    markdown = (results / "compare.md").read_text()
+    assert "| model | family | runs | top1 % |" in markdown and "small_mixer" in markdown
+    assert "rank interval" in markdown
+    report = (results / "report.html").read_text()
+    assert report.count('<table class="compare"') == 1
+    assert {"attack-fashion_mnist", "corruption-fashion_mnist", "strip-fashion_mnist", "scatter-fashion_mnist"} <= set(
+        re.findall(r'data-plot="([^"]+)"', report)
+    )
+    assert "No NAS subnet rows" in report  # said, not silently dropped
+    assert "http://" not in report and "https://" not in report  # self-contained
+
+
+def test_old_schema_files_read_with_missing_columns_as_null(tmp_path):
+    results = tmp_path / "results"
+    # the v1 run sorts first: its schema must not decide the dataset's
+    write_run(results, "alexnet", "cnn", metric_rows(120, [90, 60, 20], [110, 60, 100, 40]), version=1, run_id="0" * 10)
+    write_run(results, "nas_subnet", "nas", metric_rows(150, [140, 110, 50], [150, 110, 140, 70]), subnet=56440825)
+    write_run(results, "small_vit", "transformer", metric_rows(150, [145, 130, 90], [148, 130, 140, 100]))
+    old = next(results.glob("alexnet-*")) / store.METRICS_FILE
+    assert (
+        "flops" not in pq.read_schema(old).names and pq.read_schema(old).metadata[b"robustart_schema_version"] == b"1"
+    )
+
+    c = compare.compare(results)
+    assert c.loaded.versions == {"1": 1, "2": 2}
+    runs = c.loaded.runs.set_index("model")
+    assert pd.isna(runs.loc["alexnet", "flops"]) and pd.isna(runs.loc["alexnet", "nas_resolution"])
+    assert runs.loc["nas_subnet", "subnet"] == 56440825 and runs.loc["nas_subnet", "nas_resolution"] > 0
+    assert runs.loc["small_vit", "flops"] == 10_000_000 and pd.isna(runs.loc["small_vit", "nas_resolution"])
+    assert set(c.table["group"]) == {"alexnet", "nas_subnet#56440825", "small_vit"}
+    assert any("schema 1" in note for note in c.notes)
+    info = c.model_info.set_index("group")
+    assert pd.isna(info.loc["alexnet", "flops"]) and info.loc["nas_subnet#56440825", "nas_total_kernel"] > 0
+
+    assert compare.main([str(results), "--by", "family", "--out", str(tmp_path / "out")]) == 0
+    table = pd.read_csv(tmp_path / "out" / "compare.csv")
+    assert sorted(table["group"]) == ["cnn", "nas", "transformer"]
+
+
+def test_group_by_family_means_runs_and_combines_intervals(tmp_path):
+    results = tmp_path / "results"
+    zoo_of_runs(results)
+    c = compare.compare(results, by=["family"], metrics=["top1", "sys_std"])
+    assert [m.label for m in c.measures] == ["top1", "sys_std"]
+    top1 = c.table[c.table["measure"] == "top1"].set_index("group")
+    assert top1["runs"].to_dict() == {"cnn": 2, "transformer": 2, "mlp": 1}
+    assert top1.loc["cnn", "value"] == pytest.approx((170 + 176) / 400)
+    # two runs: mean +- 1.96 sqrt(var(v) / 2 + (s1^2 + s2^2) / 4), s_i the runs' standard errors
+    v = np.array([170, 176]) / 200
+    s = np.array([np.subtract(*wilson_interval(k, 200)[::-1]) / (2 * compare.Z95) for k in (170, 176)])
+    half = compare.Z95 * math.sqrt(v.var(ddof=1) / 2 + (s**2).sum() / 4)
+    assert top1.loc["cnn", "ci_low"] == pytest.approx(v.mean() - half)
+    assert top1.loc["cnn", "ci_high"] == pytest.approx(v.mean() + half)
+    # one run: that run's own Wilson interval
+    assert (top1.loc["mlp", "ci_low"], top1.loc["mlp", "ci_high"]) == pytest.approx(wilson_interval(140, 200))
+    # a value stored without an interval: one run has none, two runs keep only their spread (identical here)
+    spread = c.table[c.table["measure"] == "sys_std"].set_index("group")
+    assert math.isnan(spread.loc["mlp", "ci_low"]) and spread.loc["cnn", "ci_low"] == pytest.approx(0.03)
+    assert spread.loc["mlp", "rank_best"] == 1 and spread.loc["mlp", "rank_worst"] == 3
+
+    groups = c.groups.set_index("group")
+    assert groups.loc["transformer", "runs"] == 2 and groups.loc["cnn", "family"] == "cnn"
+    with pytest.raises(compare.CompareError, match="unknown --by column 'famly'"):
+        compare.compare(results, by=["famly"])
+    by_two = compare.compare(results, by=["family", "model"])
+    assert "cnn / small_resnet" in set(by_two.table["group"])
+
+
+# ------------------------------------------------------------------------------------------------------ ranks
+
+
+def test_rank_intervals_on_a_hand_checkable_example():
+    # A: 0.90 [0.85, 0.95], B: 0.80 [0.75, 0.88], C: 0.50 [0.45, 0.55]. A and B overlap (B's upper bound 0.88 is
+    # above A's lower bound 0.85), C lies below both: A and B rank 1-2 either way, C is certainly third.
+    rank, best, worst = compare.rank_intervals([0.9, 0.8, 0.5], [0.85, 0.75, 0.45], [0.95, 0.88, 0.55])
+    assert rank.tolist() == [1, 2, 3] and best.tolist() == [1, 1, 3] and worst.tolist() == [2, 2, 3]
+    # lower is better (an error rate): the same intervals mirrored
+    rank, best, worst = compare.rank_intervals([0.9, 0.8, 0.5], [0.85, 0.75, 0.45], [0.95, 0.88, 0.55], False)
+    assert rank.tolist() == [3, 2, 1] and best.tolist() == [2, 2, 1] and worst.tolist() == [3, 3, 1]
+    # D has no interval: it may lie anywhere, so it widens every other rank interval by one and spans 1-4
+    rank, best, worst = compare.rank_intervals([0.9, 0.8, 0.5, 0.7], [0.85, 0.75, 0.45, np.nan],
+                                               [0.95, 0.88, 0.55, np.nan])  # fmt: skip
+    assert rank.tolist() == [1, 2, 4, 3] and best.tolist() == [1, 1, 3, 1] and worst.tolist() == [3, 3, 4, 4]
+    # ties share the better rank; intervals that share a bound overlap (C could tie A and B at 0.4)
+    rank, best, worst = compare.rank_intervals([0.5, 0.5, 0.3], [0.4, 0.4, 0.2], [0.6, 0.6, 0.4])
+    assert rank.tolist() == [1, 1, 3] and best.tolist() == [1, 1, 1] and worst.tolist() == [2, 2, 3]
+
+
+def test_rank_intervals_from_stored_wilson_intervals(tmp_path):
+    results = tmp_path / "results"
+    # top-1 of 200: A 180 [0.851, 0.935], B 172 [0.806, 0.902], C 150 [0.686, 0.805], D 146 [0.664, 0.787]
+    for model, k in {"a": 180, "b": 172, "c": 150, "d": 146}.items():
+        write_run(results, model, "cnn", metric_rows(k, [k - 20, k - 40, k - 60], [k, k, k, k]))
+    assert wilson_interval(180, 200) == pytest.approx((0.851, 0.935), abs=1e-3)
+    assert wilson_interval(150, 200) == pytest.approx((0.686, 0.805), abs=1e-3)
+    assert compare.main([str(results), "--metrics", "top1"]) == 0
+    table = pd.read_csv(results / "compare.csv").set_index("group")
+    ranks = table[["top1_rank", "top1_rank_best", "top1_rank_worst"]].T.to_dict("list")
+    # a and b overlap (0.902 > 0.851), b and c do not (0.805 < 0.806), c and d overlap
+    assert ranks == {"a": [1, 1, 2], "b": [2, 1, 2], "c": [3, 3, 4], "d": [4, 3, 4]}
+    assert "#2 (1-2)" in (results / "compare.md").read_text()
+
+
+# ----------------------------------------------------------------------------------------------------- errors
+
+
+def _assert_user_error(proc, fragment: str) -> None:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], proc.stderr
+
+
+def test_bad_input_exits_2_with_one_message_and_no_output(tmp_path, capsys):
+    _assert_user_error(run_compare(tmp_path / "nowhere"), "does not exist")
+
+    results = tmp_path / "results"
+    write_run(results, "small_vit", "transformer", metric_rows(150, [145, 130, 90], [148, 130, 140, 100]), done=False)
+    out = tmp_path / "out"
+    cases = {
+        "no finished run": [str(results)],
+        "unknown metric 'top3'": [],
+        "unknown --by column 'architecture'": ["--by", "architecture"],
+    }
+    zoo_of_runs(tmp_path / "zoo")
+    for fragment, args in cases.items():
+        argv = args if args and args[0] == str(results) else [str(tmp_path / "zoo"), *args]
+        if fragment.startswith("unknown metric"):
+            argv += ["--metrics", "top1,top3"]
+        code = compare.main([*argv, "--out", str(out)])
+        captured = capsys.readouterr()
+        _assert_user_error(subprocess.CompletedProcess(argv, code, captured.out, captured.err), fragment)
+        assert not out.exists()
+    proc = run_compare(tmp_path / "zoo", "--metrics", "x")
+    _assert_user_error(proc, "the runs hold acc, ar, robust_acc, sys_mean, sys_std, top1, top5")
+
+
+def test_outputs_are_all_or_nothing(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    zoo_of_runs(results)
+    c = compare.compare(results)
+
+    def broken(_):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr("robustart.report.render", broken)
+    with pytest.raises(RuntimeError):
+        compare.write_outputs(c, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # everything is rendered before the first file is written
+    monkeypatch.undo()
+    written = compare.write_outputs(c, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in written)
+
+
+# ----------------------------------------------------------------------------------------------------- report
+
+
+CHECK = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  const result = {
+    images: images.length,
+    decoded: images.filter((i) => i.complete && i.naturalWidth > 0).length,
+    plots: [...document.querySelectorAll("figure.plot")].map((f) => f.dataset.plot),
+    tables: document.querySelectorAll("table.compare").length,
+    rows: document.querySelectorAll("table.compare tr").length,
+  };
+  const out = document.createElement("pre");
+  out.id = "render-check";
+  out.textContent = JSON.stringify(result);
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+@pytest.mark.browser
+def test_report_renders_every_table_and_plot_in_chromium(tmp_path):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not installed (make system-deps installs it)")
+    results = tmp_path / "results"
+    zoo_of_runs(results, subnets=True)
+    assert compare.main([str(results)]) == 0
+    report = (results / "report.html").read_text()
+    assert "<script" not in report and 'src="http' not in report  # static and self-contained
+    page = tmp_path / "check.html"  # the report plus a probe that records what the browser decoded
+    page.write_text(report.replace("</body>", CHECK + "</body>"))
+    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)  # fmt: skip
+    found = re.search(r'<pre id="render-check">(.*?)</pre>', proc.stdout)
+    assert found, proc.stderr[-2000:]
+    result = json.loads(found.group(1))
+    plots = ["attack", "corruption", "strip", "scatter", "nas"]
+    assert result["plots"] == [f"{p}-fashion_mnist" for p in plots]
+    assert result["images"] == len(plots) and result["decoded"] == len(plots)
+    assert result["tables"] == 1 and result["rows"] == 1 + 7  # the header, 4 models and 3 subnets
