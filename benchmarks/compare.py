@@ -38,6 +38,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from noise.natural.perturbations import P_TEST
+from noise.system.codecs import DECODERS
+from noise.system.resize import RESIZERS
+
 REPO = Path(__file__).resolve().parents[1]
 TARGET_S = 10.0
 
@@ -110,22 +114,7 @@ CORRUPTIONS = [
     "spatter",
     "saturate",
 ]
-DECODERS = ["pil", "opencv", "torchvision", "ffmpeg"]
-RESIZERS = [f"pil_{m}" for m in ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")]
-RESIZERS += [f"opencv_{m}" for m in ("nearest", "linear", "area", "cubic", "lanczos4")]
-RESIZERS += ["torch_bilinear", "torch_bicubic", "torch_bilinear_aa", "torch_bicubic_aa"]
-PERTURBATIONS = [
-    "gaussian_noise",
-    "shot_noise",
-    "motion_blur",
-    "zoom_blur",
-    "snow",
-    "brightness",
-    "translate",
-    "rotate",
-    "tilt",
-    "scale",
-]
+PERTURBATIONS = list(P_TEST)  # the ten benchmark perturbations of ImageNet-P
 
 
 def wilson(p: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
