@@ -703,8 +703,8 @@ def execute(plan: Plan, t_start: float) -> RunResult:
             log.info("process %d of %d evaluates batches %d, %d + %d, ... of each condition", rank, size, rank, rank,
                      size)  # fmt: skip
         committed.run_parts(plan.run_dir, work, model, plan.noise, batch_size=cfg.evaluation.batch_size,
-                        num_workers=cfg.data.num_workers, device=plan.device, checks=checks, rank=rank,
-                        world=size)  # fmt: skip
+                            num_workers=cfg.data.num_workers, device=plan.device, checks=checks, rank=rank,
+                            world=size)  # fmt: skip
         if size > 1:
             distributed.barrier()
             distributed.shutdown()
