@@ -253,7 +253,8 @@ def merge_parts(run_dir: Path, work: list[Unit], noise, checks=None, world: int 
                 noise.merge_state(state["noise"])
             if checks is not None:
                 checks.merge_state(state["checks"])
-            skipped += state["skipped"]
+            if not unit.through_noise or unit.index == 0:  # units through the noise re-read clean's images
+                skipped += state["skipped"]
             seconds += state["seconds"]
             piece = pd.read_parquet(rows_file)
             if len(piece):
