@@ -207,6 +207,7 @@ def test_card_command_on_real_photos_with_an_unreadable_file(workspace, tmp_path
     assert set(preds["label"]) == {0, 281}  # n01440764 (tench) and n02123045 (tabby) in ImageNet-1k order
 
 
+@pytest.mark.slow  # 18-21 s of CLI runs: keeps the fast set under 10 minutes
 def test_wandb_logger_offline(workspace):
     results, _ = workspace
     proc = run_cli("model=small_cnn", "noise=fgsm", "data=fashion_mnist", "evaluation.max_samples=16", "logger=wandb")
@@ -221,6 +222,7 @@ def test_wandb_logger_offline(workspace):
     _assert_user_error(run_cli(*FAST, "logger.name=tensorboard"), "unknown logger 'tensorboard'")
 
 
+@pytest.mark.slow  # 18-21 s of CLI runs: keeps the fast set under 10 minutes
 def test_multirun_sweeps_two_runs(workspace):
     results, _ = workspace
     proc = run_cli("-m", *FAST, "evaluation.max_samples=16,32")

@@ -105,6 +105,7 @@ def test_imagenet_o_detection_rows_on_real_images(workspace, tmp_path):
     _assert_user_error(run_cli(*base, "noise=clean"), "data.in_root=/path/to/imagenet/val")
 
 
+@pytest.mark.slow  # 18-21 s of CLI runs: keeps the fast set under 10 minutes
 def test_folders_outside_the_200_classes_and_wrong_models_are_refused(workspace, tmp_path):
     results, _ = workspace
     root = write_photo_folder(tmp_path / "imagenet-a", wnids=("n01440764",))  # tench: not an ImageNet-A class
@@ -128,6 +129,7 @@ def test_folders_outside_the_200_classes_and_wrong_models_are_refused(workspace,
     )
 
 
+@pytest.mark.slow  # 18-21 s of CLI runs: keeps the fast set under 10 minutes
 def test_imagenetv2_folders_are_class_indices_read_numerically(workspace, tmp_path):
     results, _ = workspace
     # as strings "10" < "2" < "999"; as class indices 2 < 10 < 999

@@ -311,6 +311,7 @@ def test_full_grid_on_real_jpegs_in_workers(workspace, tmp_path):
     assert preds.groupby("condition")["sample_id"].apply(sorted).map(tuple).nunique() == 1  # every image everywhere
 
 
+@pytest.mark.slow  # 18-21 s of CLI runs: keeps the fast set under 10 minutes
 def test_bad_system_noise_input_exits_2(workspace, tmp_path):
     results, _ = workspace
     root = write_photo_folder(tmp_path / "val", per_class=1)
