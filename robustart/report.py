@@ -134,29 +134,15 @@ def _table_html(c, data: str) -> str:
 
 
 def _plots_html(c, data: str) -> str:
-    out = []
-    attack = c.attack_curves[c.attack_curves["data"] == data]
-    if len(attack):
-        out.append(
-            _figure(
-                f"attack-{data}",
-                _attack_figure(attack),
-                "Accuracy (robust_acc) against the attack budget, a panel per attack.",
-            )
-        )
-    else:
-        out.append("<p>No attack rows (<code>robust_acc</code> with an <code>eps</code>): no accuracy-vs-eps plot.</p>")
-    corruption = c.corruption_curves[c.corruption_curves["data"] == data]
-    if len(corruption):
-        out.append(
-            _figure(
-                f"corruption-{data}",
-                _corruption_figure(corruption),
-                "Accuracy against the corruption severity: a segment per corruption (their mean first).",
-            )
-        )
-    else:
-        out.append("<p>No corruption rows (<code>acc</code> with a severity): no accuracy-vs-severity plot.</p>")
+    out = [
+        _figure_or_note(f"attack-{data}", c.attack_curves[c.attack_curves["data"] == data], _attack_figure,
+                        "Accuracy (robust_acc) against the attack budget, a panel per attack.",
+                        "No attack rows (<code>robust_acc</code> with an <code>eps</code>): no accuracy-vs-eps plot."),
+        _figure_or_note(f"corruption-{data}", c.corruption_curves[c.corruption_curves["data"] == data],
+                        _corruption_figure,
+                        "Accuracy against the corruption severity: a segment per corruption (their mean first).",
+                        "No corruption rows (<code>acc</code> with a severity): no accuracy-vs-severity plot."),
+    ]  # fmt: skip
 
     models = c.models[c.models["data"] == data].merge(
         c.model_info[c.model_info["data"] == data][["group", "family"]], on="group", how="left"
@@ -207,6 +193,11 @@ def _plots_html(c, data: str) -> str:
             "every run; schema-1 runs carry no genes), so there is no genes-vs-robustness plot.</p>"
         )
     return "\n".join(out)
+
+
+def _figure_or_note(name: str, rows: pd.DataFrame, draw, caption: str, missing: str) -> str:
+    """The figure ``draw(rows)`` with its caption, or a note saying why there is none when ``rows`` is empty."""
+    return _figure(name, draw(rows), caption) if len(rows) else f"<p>{missing}</p>"
 
 
 def _figure(name: str, fig, caption: str) -> str:
