@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-import model_zoo
-from noise.adversarial import parse_eps
+from robustart import model_zoo
+from robustart.noise.adversarial import parse_eps
 
 
 def cifar10_images(n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,9 +38,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from noise.natural.perturbations import P_TEST
-from noise.system.codecs import DECODERS
-from noise.system.resize import RESIZERS
+from robustart.noise.natural.perturbations import P_TEST
+from robustart.noise.system.codecs import DECODERS
+from robustart.noise.system.resize import RESIZERS
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_S = 10.0
@@ -242,7 +242,7 @@ def _run_frame(rng, model, recipe: str, seed: int, data: str, subnet: int | None
 
 
 def _gene_names() -> tuple[str, ...]:
-    from model_zoo.nas import GENE_NAMES
+    from robustart.model_zoo.nas import GENE_NAMES
 
     return GENE_NAMES
 
@@ -261,8 +261,8 @@ def v1_schema():
 def generate(root: Path, runs: int, seed: int = 0) -> int:
     """Write ``runs`` finished synthetic runs (plus 3 unfinished folders and a ``.sweeps`` folder) under ``root``;
     returns the number of metric rows written."""
-    from model_zoo import nas
     from robustart import store
+    from robustart.model_zoo import nas
 
     rng = np.random.default_rng(seed)
     schema, old = store.metrics_schema(), v1_schema()

@@ -62,7 +62,7 @@ def main() -> None:
 
     from imagecorruptions import corrupt as reference
 
-    from noise.natural import BENCHMARK_CORRUPTIONS, CORRUPTIONS, corrupt
+    from robustart.noise.natural import BENCHMARK_CORRUPTIONS, CORRUPTIONS, corrupt
 
     names = args.corruptions.split(",") if args.corruptions else list(CORRUPTIONS)
     images = photos(args.batch)
@@ -102,7 +102,7 @@ def main() -> None:
               f"{args.batch * 5 * n / bench_ref:>17.1f}{bench_ref / bench_ours:>8.2f}")  # fmt: skip
 
     # evaluation throughput under on-the-fly corruption vs the bare model
-    import model_zoo
+    from robustart import model_zoo
 
     model = model_zoo.create_model(args.model).to(args.device).eval()
 

@@ -4,10 +4,10 @@ The RobustART question for architectures found by search: among subnets of one s
 weights, how much do clean and adversarial accuracy vary, and which genes go with robustness?
 
 1. Train ``nas_supernet`` on Fashion-MNIST with the sandwich rule and in-place distillation
-   (:func:`training.supernet.fit_supernet`), on the CPU.
+   (:func:`robustart.training.supernet.fit_supernet`), on the CPU.
 2. Take ``--subnets`` ids from ``model_zoo.nas.sample(n, seed)`` plus the smallest and the largest subnet.
-3. For each: cut it from the supernet (:func:`model_zoo.nas.extract_subnet`), re-estimate its batch-norm
-   statistics on ``--bn-batches`` training batches (:func:`model_zoo.nas.recalibrate_bn`), then measure
+3. For each: cut it from the supernet (:func:`robustart.model_zoo.nas.extract_subnet`), re-estimate its batch-norm
+   statistics on ``--bn-batches`` training batches (:func:`robustart.model_zoo.nas.recalibrate_bn`), then measure
    clean accuracy and robust accuracy under an L-inf attack (torchattacks FGSM, or PGD) on the first
    ``--samples`` test images.
 4. Print one row per subnet, then the spread of both accuracies across subnets, the largest against the
@@ -35,10 +35,10 @@ import pandas as pd
 import torch
 import torchattacks
 
-import model_zoo
-from model_zoo import NormalizedModel, nas
+from robustart import model_zoo
 from robustart.data import TensorDataset, load_fashion_mnist
-from training.supernet import fit_supernet
+from robustart.model_zoo import NormalizedModel, nas
+from robustart.training.supernet import fit_supernet
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -17,9 +17,9 @@ import sys
 CHILD = r"""
 import json, resource, sys, time
 import torch
-import model_zoo
-from evaluation.sequences import evaluate_sequences
-from noise import create_noise
+from robustart import model_zoo
+from robustart.evaluation.sequences import evaluate_sequences
+from robustart.noise import create_noise
 from robustart.data import iterate, load_fashion_mnist
 from pathlib import Path
 

@@ -64,8 +64,8 @@ def loader_rate(dataset, workers: int, repeats: int, batch: int = 32) -> float:
 
 
 def main() -> None:
-    from noise.system import DECODERS, RESIZERS, Pipeline, codecs, reference_resizer
     from robustart.data import ImageFolderDataset, eval_transform
+    from robustart.noise.system import DECODERS, RESIZERS, Pipeline, codecs, reference_resizer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64)

@@ -1,7 +1,7 @@
 """Evaluators (model x noise -> per-sample rows) and metrics (pure functions of those rows)."""
 
-from evaluation.evaluator import evaluate, evaluate_datasets
-from evaluation.metrics import (
+from robustart.evaluation.evaluator import evaluate, evaluate_datasets
+from robustart.evaluation.metrics import (
     Estimate,
     adversarial_robustness,
     proportion,

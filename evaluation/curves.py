@@ -46,7 +46,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from evaluation.metrics import aggregate_row, proportion
+from robustart.evaluation.metrics import aggregate_row, proportion
 
 EPS_CURVE = "robust_acc_vs_eps"
 STEPS_CURVE = "robust_acc_vs_steps"

@@ -11,9 +11,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from evaluation.metrics import topk_correct
-from evaluation.validity import ValidityChecks
-from noise.base import Condition, Noise
+from robustart.evaluation.metrics import topk_correct
+from robustart.evaluation.validity import ValidityChecks
+from robustart.noise.base import Condition, Noise
 
 log = logging.getLogger(__name__)
 

@@ -219,7 +219,7 @@ def alexnet_imagenet_c() -> tuple[dict[str, tuple[float, ...]], float]:
 
 
 def _benchmark_names() -> tuple[str, ...]:
-    from noise.natural.params import BENCHMARK_CORRUPTIONS
+    from robustart.noise.natural.params import BENCHMARK_CORRUPTIONS
 
     return BENCHMARK_CORRUPTIONS
 

@@ -18,9 +18,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from evaluation import metrics
-from noise.base import Condition
-from noise.natural.perturbations import NOISE_PERTURBATIONS, P_TEST
+from robustart.evaluation import metrics
+from robustart.noise.base import Condition
+from robustart.noise.natural.perturbations import NOISE_PERTURBATIONS, P_TEST
 
 #: the noise perturbations compare every frame with the clean frame 0 (the others compare neighbours);
 #: ``mfp``, ``nmfp`` and ``mt5d`` average over the ten test perturbations

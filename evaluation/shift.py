@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from evaluation import metrics
+from robustart.evaluation import metrics
 
 #: the ``noise`` of out-of-distribution rows (their ``condition`` names the set)
 OOD = "ood"

@@ -1,6 +1,6 @@
 """Metric rows of system noise (ImageNet-S), from the per-sample predictions.
 
-The ``acc`` row of every ``decoder/resizer`` condition comes from :func:`evaluation.metrics.summarize`;
+The ``acc`` row of every ``decoder/resizer`` condition comes from :func:`robustart.evaluation.metrics.summarize`;
 this module adds, over the combinations:
 
 - ``sys_mean``: the mean accuracy, ``sys_std``: the population standard deviation of the accuracies
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from evaluation import metrics
+from robustart.evaluation import metrics
 
 #: bootstrap resamples of the ``sys_mean`` and ``sys_worst`` intervals (the seed is fixed: reruns agree)
 BOOTSTRAP_RESAMPLES = 1000

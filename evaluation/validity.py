@@ -29,7 +29,7 @@ from collections.abc import Callable
 import pandas as pd
 import torch
 
-from noise.base import Condition
+from robustart.noise.base import Condition
 
 #: slack for float32 rounding when comparing a perturbation's norm with its budget
 _RTOL, _ATOL = 1e-5, 1e-6
@@ -156,7 +156,7 @@ class ValidityChecks:
 
     def metric_rows(self) -> list[dict]:
         """``warning_<check>`` rows: the number of flagged images (``n``: images checked)."""
-        from evaluation.metrics import aggregate_row
+        from robustart.evaluation.metrics import aggregate_row
 
         rows = []
         for (check, cond), (flagged, checked, _) in self.findings.items():

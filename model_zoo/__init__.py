@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from model_zoo import cnn, mlp, nas, searched, transformer  # noqa: F401  (registers the entries)
-from model_zoo.cards import read_card, trained_entry
-from model_zoo.metadata import FAMILIES, ModelMetadata
-from model_zoo.registry import ZooEntry, get_entry, register_model, registered_names
-from model_zoo.weights import (
+from robustart.model_zoo import cnn, mlp, nas, searched, transformer  # noqa: F401  (registers the entries)
+from robustart.model_zoo.cards import read_card, trained_entry
+from robustart.model_zoo.metadata import FAMILIES, ModelMetadata
+from robustart.model_zoo.registry import ZooEntry, get_entry, register_model, registered_names
+from robustart.model_zoo.weights import (
     PACKAGED_WEIGHTS,
     apply_state_dict,
     load_packaged,

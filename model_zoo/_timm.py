@@ -15,8 +15,8 @@ from typing import Any
 
 from torch import nn
 
-from model_zoo.metadata import ModelMetadata, channel_stats
-from model_zoo.registry import register_model
+from robustart.model_zoo.metadata import ModelMetadata, channel_stats
+from robustart.model_zoo.registry import register_model
 
 # Fashion-MNIST and CIFAR-10 training-set statistics (pixel values in [0, 1]).
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530

@@ -3,7 +3,7 @@
 Metadata comes from the default weights of the torchvision builder: the evaluation transform
 (``resize_size`` / ``crop_size``, mean, std, interpolation) and the number of categories. The architecture
 string is ``torchvision.<builder>``; ``weights=pretrained`` reads that builder's weights from the local
-torch hub cache (:func:`model_zoo.weights.load_pretrained`).
+torch hub cache (:func:`robustart.model_zoo.weights.load_pretrained`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from model_zoo.metadata import ModelMetadata, channel_stats
-from model_zoo.registry import register_model
+from robustart.model_zoo.metadata import ModelMetadata, channel_stats
+from robustart.model_zoo.registry import register_model
 
 PREFIX = "torchvision."
 

@@ -1,6 +1,6 @@
 """robustart training checkpoints as weights: a folder with ``model.safetensors`` and its JSON card.
 
-The card (written by :func:`training.save_checkpoint`) names the zoo entry that was trained, the
+The card (written by :func:`robustart.training.save_checkpoint`) names the zoo entry that was trained, the
 training config hash, the recipe, the data and the weights file's sha256.
 """
 

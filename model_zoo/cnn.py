@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from model_zoo._timm import FASHION_MNIST_MEAN, FASHION_MNIST_STD, register_small, register_timm
-from model_zoo._torchvision import register_torchvision
-from model_zoo.metadata import ModelMetadata
-from model_zoo.registry import register_model
+from robustart.model_zoo._timm import FASHION_MNIST_MEAN, FASHION_MNIST_STD, register_small, register_timm
+from robustart.model_zoo._torchvision import register_torchvision
+from robustart.model_zoo.metadata import ModelMetadata
+from robustart.model_zoo.registry import register_model
 
 #: zoo name -> (timm tag, description)
 TIMM_CNNS = {

@@ -10,7 +10,7 @@ from functools import partial
 
 from torch import nn
 
-from model_zoo._timm import register_small, register_timm
+from robustart.model_zoo._timm import register_small, register_timm
 
 #: zoo name -> (timm tag, description)
 TIMM_MLPS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from model_zoo.metadata import FAMILIES
+from robustart.model_zoo.metadata import FAMILIES
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,7 @@ class ZooEntry:
 
     The factory takes keyword overrides (``num_classes``, ``in_chans``, ``img_size``...) and
     returns ``(module, metadata)``: an ``nn.Module`` that expects *normalised* inputs and a
-    :class:`~model_zoo.metadata.ModelMetadata` describing it (``params`` filled in later).
+    :class:`~robustart.model_zoo.metadata.ModelMetadata` describing it (``params`` filled in later).
     """
 
     name: str

@@ -2,12 +2,12 @@
 
 Hand-picked results of searches, each trained from scratch on ImageNet by its authors: MnasNet (Tan et al.,
 2019), FBNet (Wu et al., 2019), Single-Path NAS (Stamoulis et al., 2019), HardCoRe-NAS (Nayman et al., 2021)
-and TinyNet (Han et al., 2020). The zoo's own weight-sharing search lives in :mod:`model_zoo.nas`.
+and TinyNet (Han et al., 2020). The zoo's own weight-sharing search lives in :mod:`robustart.model_zoo.nas`.
 """
 
 from __future__ import annotations
 
-from model_zoo._timm import register_timm
+from robustart.model_zoo._timm import register_timm
 
 #: zoo name -> (timm tag, description)
 SEARCHED = {

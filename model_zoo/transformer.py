@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from model_zoo._timm import register_small, register_timm
+from robustart.model_zoo._timm import register_small, register_timm
 
 #: zoo name -> (timm tag, description)
 TIMM_TRANSFORMERS = {

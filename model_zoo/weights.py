@@ -117,7 +117,7 @@ def load_pretrained(module: nn.Module, *, name: str, tag: str, in_chans: int, nu
     keeps a random classifier, as timm does.
     """
     if tag.startswith("torchvision."):
-        from model_zoo._torchvision import cached_weights, fit_pretrained
+        from robustart.model_zoo._torchvision import cached_weights, fit_pretrained
 
         weights, path = cached_weights(tag)
         if not path.is_file():

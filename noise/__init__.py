@@ -1,6 +1,6 @@
 """Noise generators: adversarial, natural (ImageNet-C, -P) and system noise (ImageNet-S).
 
-Every noise is a list of :class:`~noise.base.Condition` s; ``create_noise(name, **options)`` builds one.
+Every noise is a list of :class:`~robustart.noise.base.Condition` s; ``create_noise(name, **options)`` builds one.
 
 >>> from noise import create_noise
 >>> [str(c) for c in create_noise("imagenet_c", corruptions=["contrast"], severities=[1, 5]).conditions()]
@@ -9,9 +9,9 @@ Every noise is a list of :class:`~noise.base.Condition` s; ``create_noise(name, 
 
 from __future__ import annotations
 
-from noise import adversarial, natural, system  # noqa: F401  (registers the entries)
-from noise.base import Condition, Noise, NoiseSuite
-from noise.registry import create_noise, get_noise_entry, list_noises, register_noise
+from robustart.noise import adversarial, natural, system  # noqa: F401  (registers the entries)
+from robustart.noise.base import Condition, Noise, NoiseSuite
+from robustart.noise.registry import create_noise, get_noise_entry, list_noises, register_noise
 
 __all__ = ["Condition", "Noise", "NoiseSuite", "create_noise", "get_noise_entry", "list_noises", "register_noise"]
 

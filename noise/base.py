@@ -35,7 +35,7 @@ class Noise(ABC):
     """A noise generator: ``conditions()`` lists its cells, ``apply`` transforms one batch for one cell.
 
     Images are ``float32`` NCHW in [0, 1]; the output keeps shape, dtype and range. ``sample_ids``
-    identify the images so random noises can draw per-sample randomness (see :mod:`noise.seeding`).
+    identify the images so random noises can draw per-sample randomness (see :mod:`robustart.noise.seeding`).
     """
 
     name: str

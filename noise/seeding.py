@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from noise.threads import cpu_map
+from robustart.noise.threads import cpu_map
 
 
 def derive_seed(*parts: object) -> int:

@@ -7,19 +7,19 @@ misspelt key, a wrong type, missing data, a bad checkpoint) end with one message
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from robustart.config import register_configs
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+#: the config groups ship inside the package (the repository's conf/ folder), so any install has a command line
+CONF_PATH = "pkg://robustart.conf"
 USER_ERROR = 2
 _task_started = False
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="config")
 def _hydra_entry(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
@@ -33,10 +33,6 @@ def _hydra_entry(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    if not CONF_DIR.is_dir():
-        print(f"error: robustart's config folder {CONF_DIR} is missing; install from a checkout (pip install -e .)",
-              file=sys.stderr)  # fmt: skip
-        raise SystemExit(USER_ERROR)
     register_configs()
     args = sys.argv[1:]
     if not any(not a.startswith("-") for a in args) and not set(args) & {"--hydra-help", "--info", "--version"}:

@@ -331,7 +331,7 @@ NOISE_SCHEMAS: dict[str, type] = {
 
 @dataclass
 class AdversarialTrainingConfig:
-    """Adversarial training (see :mod:`training.losses`); budgets on [0, 1] pixels, Linf."""
+    """Adversarial training (see :mod:`robustart.training.losses`); budgets on [0, 1] pixels, Linf."""
 
     #: ``pgd`` (Madry), ``fgsm`` (FGSM from a random start: fast AT) or ``trades``; ``null``: off.
     method: str | None = None
@@ -350,7 +350,7 @@ class AdversarialTrainingConfig:
 
 @dataclass
 class TrainingConfig:
-    """A training recipe (see :func:`training.fit`). A baseline sets the optimiser and schedule; techniques
+    """A training recipe (see :func:`robustart.training.fit`). A baseline sets the optimiser and schedule; techniques
     (conf/training/*.yaml) each set their own fields and compose: ``training=[baseline_cnn,mixup,ema]``."""
 
     name: str = "standard"

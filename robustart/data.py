@@ -203,7 +203,7 @@ class ImageFolderDataset(Dataset):
 
 
 class RawImageDataset(ImageFolderDataset):
-    """Image files handed to ``transform`` as their raw bytes (a :class:`noise.system.Pipeline`): the decoder
+    """Image files handed to ``transform`` as their raw bytes (a :class:`robustart.noise.system.Pipeline`): the decoder
     is part of the transform. Files it cannot decode are skipped and counted, as in the parent class."""
 
     def load(self, path: Path) -> torch.Tensor:
@@ -522,7 +522,7 @@ def load_imagenet_p_folder(
     Returns:
         ``{(perturbation, difficulty): dataset}`` and the data description.
     """
-    from noise.natural.perturbations import NOISE_PERTURBATIONS, num_frames
+    from robustart.noise.natural.perturbations import NOISE_PERTURBATIONS, num_frames
 
     folder = _data_root(
         root, "data=imagenet_p needs the released ImageNet-P folder: set data.root=/path/to/ImageNet-P "

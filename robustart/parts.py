@@ -10,7 +10,7 @@ Under ``W`` processes (torchrun, or a Slurm step with ``W`` tasks), process ``r`
 ``r, r + W, r + 2W, ...`` of every condition. Those are exactly the batches one process would form, so
 the per-sample rows are the same, bit for bit, whatever ``W``. What a noise or the validity checks record
 while they run (a cascade's first breaker, an attack's pass counts) travels with each part
-(:meth:`noise.Noise.take_state`). Rank 0 waits for every part, then merges them in condition and batch
+(:meth:`robustart.noise.Noise.take_state`). Rank 0 waits for every part, then merges them in condition and batch
 order; the run then writes its tables as before, marks itself done and deletes the parts.
 
 Parts written by another number of processes are not reused (the batches would be shared out differently).
@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from evaluation.evaluator import CLEAN, evaluate_condition
-from noise import Condition
+from robustart.evaluation.evaluator import CLEAN, evaluate_condition
+from robustart.noise import Condition
 
 log = logging.getLogger("robustart")
 

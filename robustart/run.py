@@ -186,8 +186,8 @@ def noise_options(noise_cfg: DictConfig) -> dict[str, dict[str, Any]]:
 
 
 def build_noise(noise_cfg: DictConfig):
-    """Turn a noise config (one noise or a suite of members) into a :class:`noise.Noise`."""
-    from noise import NoiseSuite, create_noise
+    """Turn a noise config (one noise or a suite of members) into a :class:`robustart.noise.Noise`."""
+    from robustart.noise import NoiseSuite, create_noise
 
     built = [create_noise(name, **kwargs) for name, kwargs in noise_options(noise_cfg).items()]
     return NoiseSuite(noise_cfg.name, built) if "members" in noise_cfg else built[0]
@@ -223,10 +223,10 @@ def _load_data(cfg: DictConfig, cache_dir: Path, noise, need_train: bool):
     sets that carry their noise: the released ImageNet-C files, ImageNet-O with its in-distribution
     images, image folders re-decoded by system noise), its description, and the training set when
     ``need_train`` (training, or a subnet whose batch-norm statistics are re-estimated)."""
-    import model_zoo
-    from evaluation.shift import OOD
-    from noise import Condition
     from robustart import data as datasets
+    from robustart import model_zoo
+    from robustart.evaluation.shift import OOD
+    from robustart.noise import Condition
 
     ev, train_data = cfg.evaluation, None
     if cfg.data.name in ("fashion_mnist", "fashion_mnist_ood"):
@@ -273,7 +273,7 @@ def _load_data(cfg: DictConfig, cache_dir: Path, noise, need_train: bool):
             if cfg.noise.name != "imagenet_p":
                 raise UserError("data=imagenet_p holds perturbation videos: use it with noise=imagenet_p "
                                 "(noise.perturbations and noise.difficulties choose the folders to read)")  # fmt: skip
-            from noise.natural.perturbations import P_TEST
+            from robustart.noise.natural.perturbations import P_TEST
 
             options = noise_options(cfg.noise)["imagenet_p"]
             released, info = datasets.load_imagenet_p_folder(
@@ -306,9 +306,9 @@ def _load_data(cfg: DictConfig, cache_dir: Path, noise, need_train: bool):
 def _system_noise_datasets(cfg: DictConfig, noise, eval_data, info, meta):
     """Image folders under system noise: ``{clean: the model's own preprocessing, decoder/resizer: the same
     files re-decoded and resized by that pair}`` (decoded in the loader's workers); other data unchanged."""
-    from noise import Condition
-    from noise.system import SystemNoise, reference_resizer
     from robustart import data as datasets
+    from robustart.noise import Condition
+    from robustart.noise.system import SystemNoise, reference_resizer
 
     if "members" in cfg.noise and "imagenet_s" in noise_options(cfg.noise):
         raise UserError(
@@ -334,17 +334,17 @@ def _system_noise_datasets(cfg: DictConfig, noise, eval_data, info, meta):
 def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
     import torch
 
-    import model_zoo
-    from evaluation.precision import check_precision
+    from robustart import model_zoo
+    from robustart.evaluation.precision import check_precision
+    from robustart.training import find_checkpoint
     from robustart.transfer import bind_sources
-    from training import find_checkpoint
 
     ev = cfg.evaluation
     if ev.max_samples is not None and ev.max_samples < 1:
         raise UserError(f"evaluation.max_samples must be a positive number or null (all), got {ev.max_samples}")
     if ev.batch_size < 1:
         raise UserError(f"evaluation.batch_size must be >= 1, got {ev.batch_size}")
-    from training import distributed
+    from robustart.training import distributed
 
     device = _resolve_device(ev.device, distributed.environment().local_rank)
     check_precision(ev.amp, device)
@@ -391,7 +391,7 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
             if tcfg.resume and not state_file.is_file():
                 raise UserError(f"training.resume={tcfg.resume}: no such training state file")
             if state_file.is_file():
-                from training import load_state
+                from robustart.training import load_state
 
                 load_state(state_file, train_hash)  # a state of another config is refused now
     else:
@@ -428,7 +428,7 @@ STATE_FILE = "train_state.pt"
 
 def _check_training(cfg: DictConfig, device) -> None:
     """Refuse a recipe that cannot train (bad technique options) before data or models are built."""
-    from training import check_recipe
+    from robustart.training import check_recipe
 
     needs = {  # technique -> (option it needs, what to give)
         "distillation": ("teacher", "a zoo model to distil from (and training.teacher_weights=...)"),
@@ -458,7 +458,7 @@ def _adversarial(tcfg: dict) -> dict | None:
 
 def _teacher(cfg: DictConfig, cache_dir: Path, data_classes: int, data_chans: int):
     """The model to distil from (``training.teacher``), checked to fit the data, or None."""
-    import model_zoo
+    from robustart import model_zoo
 
     tcfg = cfg.training
     if tcfg.teacher is None:
@@ -500,7 +500,7 @@ def _checkpoint_path(weights: str, cache_dir: Path, option: str = "model.weights
 def _trained_entry(cfg: DictConfig, cache_dir: Path) -> str | None:
     """The zoo entry whose weights training produces, or whose weights the model is cut from (a subnet cut from
     a supernet re-estimates its batch norm on training data); ``None`` when neither applies."""
-    import model_zoo
+    from robustart import model_zoo
 
     if cfg.training is not None:
         if cfg.training.sandwich_random is None:
@@ -552,7 +552,7 @@ _NOT_FIT_OPTIONS = ("name", "techniques", "sandwich_random", "inplace_distill", 
 
 
 def _train(plan: Plan, timings: dict, logger=None) -> None:
-    from training import distributed, fit, save_checkpoint
+    from robustart.training import distributed, fit, save_checkpoint
 
     cfg = plan.cfg
     tcfg = OmegaConf.to_container(cfg.training, resolve=True)
@@ -566,7 +566,7 @@ def _train(plan: Plan, timings: dict, logger=None) -> None:
     kwargs.update(state_file=plan.state_file, state_key=train_hash, device=plan.device, progress=log.info,
                   log_metrics=logger.log if logger is not None else None)  # fmt: skip
     if tcfg.get("sandwich_random") is not None:
-        from training.supernet import fit_supernet
+        from robustart.training.supernet import fit_supernet
 
         num_random, distill = tcfg["sandwich_random"], tcfg["inplace_distill"]
         log.info("supernet: each step trains the largest, the smallest and %d random subnets%s", num_random,
@@ -602,8 +602,8 @@ def _train(plan: Plan, timings: dict, logger=None) -> None:
 def _share_checkpoint(plan: Plan) -> None:
     """After data-parallel training, every process evaluates the weights rank 0 saved (batch-norm statistics
     differ between processes until then)."""
-    import model_zoo
-    from training import distributed, find_checkpoint
+    from robustart import model_zoo
+    from robustart.training import distributed, find_checkpoint
 
     distributed.barrier()
     if plan.world.rank == 0:
@@ -622,8 +622,8 @@ def _cut_subnet(plan: Plan, timings: dict) -> None:
     import torch
     from torch.utils.data import DataLoader, Subset
 
-    import model_zoo
-    from model_zoo.nas import recalibrate_bn
+    from robustart import model_zoo
+    from robustart.model_zoo.nas import recalibrate_bn
 
     cfg, t = plan.cfg, time.monotonic()
     if plan.checkpoint_dir is not None:  # trained here: the subnet is cut from the checkpoint just written
@@ -645,17 +645,17 @@ def _cut_subnet(plan: Plan, timings: dict) -> None:
 def execute(plan: Plan, t_start: float) -> RunResult:
     import pandas as pd
 
-    from evaluation import summarize
-    from evaluation.evaluator import CLEAN
-    from evaluation.precision import with_precision
-    from evaluation.sequences import sequence_rows
-    from evaluation.shift import OOD, MaskedOutputs, shift_rows
-    from evaluation.validity import ValidityChecks, norm_of
     from robustart import data as datasets
     from robustart import parts as committed
     from robustart.environment import device_description, git_commit, library_versions
+    from robustart.evaluation import summarize
+    from robustart.evaluation.evaluator import CLEAN
+    from robustart.evaluation.precision import with_precision
+    from robustart.evaluation.sequences import sequence_rows
+    from robustart.evaluation.shift import OOD, MaskedOutputs, shift_rows
+    from robustart.evaluation.validity import ValidityChecks, norm_of
     from robustart.summary import format_summary
-    from training import distributed
+    from robustart.training import distributed
 
     cfg, timings = plan.cfg, {}
     rank, size = (plan.world.rank, plan.world.size) if plan.world is not None else (0, 1)
@@ -795,7 +795,7 @@ def _model_columns(meta) -> dict:
 
 def _noise_extra(noise, hook: str, *args):
     """A :class:`noise.Noise` extras hook (``sample_columns``, ``metric_rows``, ``report``); ``None`` for noises
-    that are not :class:`noise.Noise` subclasses and have none (sequence noises)."""
+    that are not :class:`robustart.noise.Noise` subclasses and have none (sequence noises)."""
     method = getattr(noise, hook, None)
     return method(*args) if method is not None else None
 
@@ -819,12 +819,12 @@ def _evaluate_sequences(plan: Plan, model, counter):
     condition, from the released videos or generated from each clean batch (which is also scored clean)."""
     import pandas as pd
 
-    from evaluation import evaluate
-    from evaluation.evaluator import _Rows
-    from evaluation.sequences import evaluate_sequences
-    from noise import create_noise
-    from noise.natural.sequences import chunked
     from robustart import data as datasets
+    from robustart.evaluation import evaluate
+    from robustart.evaluation.evaluator import _Rows
+    from robustart.evaluation.sequences import evaluate_sequences
+    from robustart.noise import create_noise
+    from robustart.noise.natural.sequences import chunked
 
     cfg, noise, device = plan.cfg, plan.noise, plan.device
     size, workers = cfg.evaluation.batch_size, cfg.data.num_workers
@@ -947,7 +947,7 @@ def _join_world(cfg: DictConfig):
 
     Processes train together (data-parallel; rank 0 writes the checkpoint) and share out the evaluation's
     batches (:mod:`robustart.parts`); rank 0 merges the results and writes the tables."""
-    from training import distributed
+    from robustart.training import distributed
 
     world = distributed.environment()
     if not world.distributed:

@@ -24,7 +24,7 @@ def model_columns() -> list[str]:
     """The model metadata columns of ``metrics.parquet`` after ``family``, ``weights`` and ``params``:
     ``flops``, ``input_size`` (px), and for NAS subnets their ``subnet`` id and genes (``nas_<gene>``,
     null for hand-designed models), so that tables group by family and robustness can be read against genes."""
-    from model_zoo.nas import GENE_NAMES
+    from robustart.model_zoo.nas import GENE_NAMES
 
     return ["flops", "input_size", "subnet", *(f"nas_{g}" for g in GENE_NAMES)]
 
@@ -105,7 +105,7 @@ def frames_schema():
 
 def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
     """:func:`training.checkpoint.atomic_write`, imported on use so that the done-check stays free of torch."""
-    from training.checkpoint import atomic_write as write_atomically
+    from robustart.training.checkpoint import atomic_write as write_atomically
 
     write_atomically(path, write)
 

@@ -38,7 +38,7 @@ def _others(group: pd.DataFrame) -> list[str]:
     return lines + _curve_lines(group)
 
 
-#: robustness curves (:mod:`evaluation.curves`) and the column holding their x value: one line per curve
+#: robustness curves (:mod:`robustart.evaluation.curves`) and the column holding their x value: one line per curve
 _CURVES = {"robust_acc_vs_eps": "eps", "robust_acc_vs_steps": "severity"}
 
 

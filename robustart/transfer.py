@@ -34,8 +34,8 @@ def bind_sources(cfg: DictConfig, noise, target, class_mask: list[int] | None = 
 
     The source gets what the target gets: the data set's output mask, and the run's precision settings.
     """
-    from evaluation.precision import with_precision
-    from evaluation.shift import MaskedOutputs
+    from robustart.evaluation.precision import with_precision
+    from robustart.evaluation.shift import MaskedOutputs
 
     for part in transfer_noises(noise):
         if part.source is not None:  # given as a module (library use)
@@ -53,7 +53,7 @@ def bind_sources(cfg: DictConfig, noise, target, class_mask: list[int] | None = 
 def load_source(cfg: DictConfig, name: str, weights: str | None = None, sha256: str | None = None):
     """``(model, info)``: the source ``name`` (a zoo model, or a run folder or run id) and its description for
     the manifest (``model, weights, sha256`` and, for a run, ``run_id``)."""
-    import model_zoo
+    from robustart import model_zoo
 
     if name in model_zoo.list_models():
         return _zoo_source(name, weights, sha256, cfg.seed)
@@ -77,7 +77,7 @@ def _describe(model, **extra) -> dict:
 def _zoo_source(name: str, weights: str | None, sha256: str | None, seed: int):
     import torch
 
-    import model_zoo
+    from robustart import model_zoo
 
     weights = weights or "pretrained"
     try:
@@ -94,7 +94,7 @@ def _zoo_source(name: str, weights: str | None, sha256: str | None, seed: int):
 
 def _run_source(folder: Path, name: str):
     """The model of the finished run in ``folder``, with the weights its manifest records."""
-    import model_zoo
+    from robustart import model_zoo
 
     manifest = json.loads((folder / store.MANIFEST_FILE).read_text())
     config, meta, card = manifest["config"]["model"], manifest["model"], manifest.get("checkpoint")

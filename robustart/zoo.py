@@ -26,7 +26,7 @@ def _fingerprint() -> str:
     """What the counted metadata depends on: the zoo's source and the model libraries' versions."""
     import hashlib
 
-    import model_zoo
+    from robustart import model_zoo
     from robustart.environment import library_versions
 
     digest = hashlib.sha256(repr(sorted(library_versions().items())).encode())
@@ -40,8 +40,8 @@ def _rows(family: str | None, cache: Path | None) -> list[dict]:
     the rows are cached in ``cache`` under a fingerprint of the zoo's source and library versions."""
     import json
 
-    import model_zoo
-    from training.checkpoint import atomic_write
+    from robustart import model_zoo
+    from robustart.training.checkpoint import atomic_write
 
     names = model_zoo.list_models(family)
     key = _fingerprint()
@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    import model_zoo
+    from robustart import model_zoo
 
     try:
         if args.command == "list":

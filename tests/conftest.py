@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 
 from robustart.config import register_configs
 
@@ -28,7 +28,7 @@ FAST = [
 
 def compose_config(overrides: list[str], return_hydra_config: bool = False):
     register_configs()
-    with initialize_config_dir(str(CONF), version_base="1.3"):
+    with initialize_config_module("robustart.conf", version_base="1.3"):
         return compose("config", overrides, return_hydra_config=return_hydra_config)
 
 
@@ -77,9 +77,9 @@ def fashion_subset_model(tmp_path_factory):
     """A small CNN trained briefly on real Fashion-MNIST (2 epochs of 6000 images), and 256 test images with labels."""
     import torch
 
-    import model_zoo
+    from robustart import model_zoo
     from robustart.data import load_fashion_mnist
-    from training import fit
+    from robustart.training import fit
 
     cache = tmp_path_factory.mktemp("cache")
     train, _ = load_fashion_mnist(None, cache, "train")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from noise import create_noise
+from robustart.noise import create_noise
 from tests.conftest import run_cli
 from tests.test_cli import _assert_user_error
 

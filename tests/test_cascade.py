@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation import evaluate, summarize
-from evaluation.metrics import worst_case_robustness
-from noise import create_noise
-from noise.adversarial.per_sample import RowDraws
+from robustart.evaluation import evaluate, summarize
+from robustart.evaluation.metrics import worst_case_robustness
+from robustart.noise import create_noise
+from robustart.noise.adversarial.per_sample import RowDraws
 from tests.conftest import run_cli, run_dirs
 from tests.test_cli import _assert_user_error
 

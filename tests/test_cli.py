@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from noise.natural import CORRUPTIONS
 from robustart import store
+from robustart.noise.natural import CORRUPTIONS
 from tests.conftest import FAST, REPO, run_cli, run_dirs, write_photo_folder
 
 
@@ -142,7 +142,7 @@ def test_fashion_mnist_root_without_files(workspace, tmp_path):
 
 
 def _small_cnn_weights(path, num_classes=10):
-    from model_zoo import create_model
+    from robustart.model_zoo import create_model
 
     net = create_model("small_cnn", num_classes=num_classes).net
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from evaluation.metrics import wilson_interval
 from robustart import compare, store
+from robustart.evaluation.metrics import wilson_interval
 from tests.conftest import FAST, REPO, run_cli, run_dirs
 
 GENES = [c for c in store.model_columns() if c.startswith("nas_")]
@@ -60,7 +60,7 @@ def write_run(results, model, family, rows, *, subnet=None, version=2, done=True
     run_id = run_id or f"{abs(hash((model, subnet, len(rows), str(rows[0]['value'])))) % 16**10:010x}"
     genes = {}
     if subnet is not None:
-        from model_zoo import nas
+        from robustart.model_zoo import nas
 
         genes = nas.decode(subnet).as_dict(28)
     frame = pd.DataFrame(rows).assign(

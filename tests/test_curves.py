@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation import curves
-from evaluation.metrics import wilson_interval
+from robustart.evaluation import curves
+from robustart.evaluation.metrics import wilson_interval
 
 NAN = math.nan
 # a misclassified-clean sample (0), four broken at growing budgets, one never broken (NaN)

@@ -11,9 +11,8 @@ import pytest
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-import model_zoo
-from model_zoo import nas
-from robustart import store
+from robustart import model_zoo, store
+from robustart.model_zoo import nas
 from robustart.run import _check_training, build_noise, recipe_label
 from tests.conftest import CONF, compose_config, run_cli, run_dirs
 

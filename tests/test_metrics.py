@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from evaluation.metrics import (
+from robustart.evaluation.metrics import (
     adversarial_robustness,
     alexnet_imagenet_c,
     corruption_error,
@@ -21,7 +21,7 @@ from evaluation.metrics import (
     topk_correct,
     wilson_interval,
 )
-from noise.natural.params import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
+from robustart.noise.natural.params import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
 
 
 def test_wilson_interval_known_values():

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from evaluation.metrics import (
+from robustart.evaluation.metrics import (
     aupr,
     auroc,
     aurra,

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
-import model_zoo
-from evaluation import evaluate, summarize
-from evaluation.curves import EPS_CURVE, STEPS_CURVE, robust_at, survival
-from noise import create_noise
-from noise.adversarial.minimal import library_attack, search_min_eps
+from robustart import model_zoo
+from robustart.evaluation import evaluate, summarize
+from robustart.evaluation.curves import EPS_CURVE, STEPS_CURVE, robust_at, survival
+from robustart.noise import create_noise
+from robustart.noise.adversarial.minimal import library_attack, search_min_eps
 from tests.conftest import compose_config, run_cli, run_dirs
 from tests.test_cli import _assert_user_error
 
@@ -66,7 +66,7 @@ def test_configs_compose_into_conditions_without_a_budget(name):
 
 def test_iteration_curve_option_composes():
     cfg = compose_config(["experiment=quickstart", "noise=mim", "noise.iteration_curve=true"])
-    from noise.adversarial.curves import IterationCurveNoise
+    from robustart.noise.adversarial.curves import IterationCurveNoise
     from robustart.run import build_noise
 
     assert isinstance(build_noise(cfg.noise), IterationCurveNoise)
@@ -211,8 +211,8 @@ def test_minimal_attacks_record_the_l2_norm_of_what_they_return(tiny, name, opti
 def test_min_eps_column_keeps_nan_apart_from_null(tmp_path):
     import pyarrow.parquet as pq
 
-    from noise import Condition
     from robustart import store
+    from robustart.noise import Condition
     from robustart.run import _join_sample_columns
 
     noise = create_noise("deepfool")
@@ -255,7 +255,7 @@ def test_iteration_curve_ends_at_the_runs_robust_accuracy(tiny):
 
 
 def test_step_recorder_sees_one_call_per_step(tiny):
-    from noise.adversarial.curves import StepRecorder
+    from robustart.noise.adversarial.curves import StepRecorder
 
     model, x, y = tiny
     for name in ("pgd_linf", "mim"):

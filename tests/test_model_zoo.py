@@ -12,9 +12,9 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 from timm.models import get_pretrained_cfg
 
-import model_zoo
-from model_zoo.registry import get_entry
-from model_zoo.weights import read_state_dict
+from robustart import model_zoo
+from robustart.model_zoo.registry import get_entry
+from robustart.model_zoo.weights import read_state_dict
 
 NAMES = model_zoo.list_models()
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
@@ -240,7 +240,7 @@ def test_pretrained_loads_from_the_local_hub_cache_offline(monkeypatch, tmp_path
 
 def _torch_hub_cache(monkeypatch, tmp_path, name: str) -> Path:
     """An empty torch hub cache under ``tmp_path``, offline; the file that ``name``'s weights go in."""
-    from model_zoo._torchvision import cached_weights
+    from robustart.model_zoo._torchvision import cached_weights
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

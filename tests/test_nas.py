@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-import model_zoo
-from model_zoo import nas
-from model_zoo.nas import GENE_NAMES, Genes, SubNet, SuperNet, decode, encode, extract_subnet, recalibrate_bn
+from robustart import model_zoo
 from robustart.data import TensorDataset
-from training import fit, save_checkpoint
-from training.supernet import fit_supernet, sandwich_loss
+from robustart.model_zoo import nas
+from robustart.model_zoo.nas import GENE_NAMES, Genes, SubNet, SuperNet, decode, encode, extract_subnet, recalibrate_bn
+from robustart.training import fit, save_checkpoint
+from robustart.training.supernet import fit_supernet, sandwich_loss
 
 # ------------------------------------------------------------------------------------------------ helpers
 

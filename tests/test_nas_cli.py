@@ -7,8 +7,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from model_zoo import nas
 from robustart import store
+from robustart.model_zoo import nas
 from tests.conftest import run_cli, run_dirs
 
 # a supernet trained for a few steps; FGSM at one eps on 64 test images

@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from noise.natural import corrupt
-from noise.natural.params import IMAGENET_PARAMS
-from noise.natural.weather import FROST_FILES, frost_pictures, plasma_fractal, spatter_from_layer
-from noise.seeding import SampleRNG
+from robustart.noise.natural import corrupt
+from robustart.noise.natural.params import IMAGENET_PARAMS
+from robustart.noise.natural.weather import FROST_FILES, frost_pictures, plasma_fractal, spatter_from_layer
+from robustart.noise.seeding import SampleRNG
 
 
 def _photos():
@@ -54,7 +54,7 @@ def test_deterministic_corruptions_match_the_reference(name, photo):
 
 @pytest.mark.parametrize("photo", [0, 1], ids=["224x224", "200x150"])
 def test_pixelate_is_pillow_box_both_ways(photo):
-    from noise.natural.digital import pixelate_torch
+    from robustart.noise.natural.digital import pixelate_torch
 
     image = _photos()[photo]
     h, w = image.shape[:2]
@@ -90,7 +90,7 @@ def test_plasma_fractal_equals_the_reference_given_the_same_draws():
 
 def test_plasma_fractal_torch_path_equals_the_compiled_one():
     """Off the CPU the maps are built with batched torch operations; on the same draws they equal the kernel's."""
-    from noise.natural.weather import _plasma_torch, plasma_draws
+    from robustart.noise.natural.weather import _plasma_torch, plasma_draws
 
     draws = torch.rand(3, plasma_draws(64), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     compiled = plasma_fractal(3, 64, 1.5, lambda shape: draws)
@@ -144,7 +144,7 @@ def test_spatter_equals_the_reference_given_the_same_layer(photo):
 
 
 def test_parameter_sets_by_size_and_by_name():
-    from noise.natural.params import CIFAR_PARAMS, PARAMETER_SETS, TINY_PARAMS, parameter_set
+    from robustart.noise.natural.params import CIFAR_PARAMS, PARAMETER_SETS, TINY_PARAMS, parameter_set
 
     assert parameter_set("auto", 28, 28) is CIFAR_PARAMS and parameter_set("auto", 64, 64) is TINY_PARAMS
     assert parameter_set("auto", 224, 224) is IMAGENET_PARAMS and parameter_set("imagenet", 32, 32) is IMAGENET_PARAMS
@@ -186,7 +186,7 @@ def test_grey_images_get_grey_frost():
 
 
 def test_released_format_round_trip():
-    from noise import create_noise
+    from robustart.noise import create_noise
 
     image = _photos()[0]
     x = _to_tensor(image)

@@ -16,7 +16,7 @@ from scipy.ndimage import map_coordinates
 from skimage import data
 from skimage.filters import gaussian
 
-from noise.natural.geometric import (
+from robustart.noise.natural.geometric import (
     elastic_noise,
     elastic_transform,
     elastic_transform_with_noise,
@@ -24,8 +24,8 @@ from noise.natural.geometric import (
     glass_blur_with_offsets,
     glass_offsets,
 )
-from noise.natural.params import IMAGENET_PARAMS
-from noise.seeding import SampleRNG
+from robustart.noise.natural.params import IMAGENET_PARAMS
+from robustart.noise.seeding import SampleRNG
 
 GLASS = IMAGENET_PARAMS["glass_blur"]
 _OPENCV_EXACT_WARP = tuple(int(v) for v in cv2.__version__.split(".")[:2]) >= (4, 11)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from noise.natural.motion import (
+from robustart.noise.natural.motion import (
     apply_motion_blur,
     apply_snow,
     clipped_zoom,
@@ -20,8 +20,8 @@ from noise.natural.motion import (
     motion_blur_kernel_offsets,
     snow,
 )
-from noise.natural.params import IMAGENET_PARAMS
-from noise.seeding import SampleRNG
+from robustart.noise.natural.params import IMAGENET_PARAMS
+from robustart.noise.seeding import SampleRNG
 
 ref = pytest.importorskip("imagecorruptions.corruptions")
 imagecorruptions = pytest.importorskip("imagecorruptions")

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import model_zoo
-import noise
-from noise.adversarial import parse_eps
-from noise.natural import CORRUPTIONS, corrupt
-from noise.natural.params import IMAGENET_PARAMS
+from robustart import model_zoo, noise
+from robustart.noise.adversarial import parse_eps
+from robustart.noise.natural import CORRUPTIONS, corrupt
+from robustart.noise.natural.params import IMAGENET_PARAMS
 
 
 def _images(n=4, c=3, size=32, seed=0):

@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from noise import create_noise
-from noise.base import merge_records
 from robustart import parts, store
 from robustart.data import TensorDataset
+from robustart.noise import create_noise
+from robustart.noise.base import merge_records
 from tests.conftest import FAST, REPO, run_cli, run_dirs
 
 
@@ -54,7 +54,7 @@ def _model():
 def _run(tmp_path, noise_factory, world: int, batch_size: int = 4):
     """Every rank of ``world`` in turn in this process (a fresh noise each, as separate processes have), then
     rank 0's merge."""
-    from evaluation.validity import ValidityChecks, norm_of
+    from robustart.evaluation.validity import ValidityChecks, norm_of
 
     torch.manual_seed(1)
     data = TensorDataset(

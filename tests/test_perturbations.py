@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from noise.natural.motion import apply_motion_blur
-from noise.natural.perturbations import (
+from robustart.noise.natural.motion import apply_motion_blur
+from robustart.noise.natural.perturbations import (
     NOISE_PERTURBATIONS,
     P_PERTURBATIONS,
     P_TEST,
@@ -24,7 +24,7 @@ from noise.natural.perturbations import (
     num_frames,
     perturbation_frames,
 )
-from noise.seeding import SampleRNG
+from robustart.noise.seeding import SampleRNG
 from tests.test_natural_motion import _fit, _one_torch_thread  # noqa: F401  (the autouse fixture applies here too)
 
 RANDOM = ("gaussian_noise", "shot_noise", "speckle_noise", "snow", "spatter")
@@ -125,7 +125,7 @@ def test_chunks_and_ranges_equal_one_call(name):
 def test_chunks_feed_the_sequence_evaluation():
     from torch import nn
 
-    from evaluation.sequences import score_chunks
+    from robustart.evaluation.sequences import score_chunks
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(48, 10))
@@ -229,7 +229,7 @@ def test_zoom_blur_is_a_running_mean():
     steps = (frames[:, 1:] - frames[:, :-1]).abs().mean(dim=(0, 2, 3, 4))
     assert steps[-1] < steps[5]
     # frame 1 is the mean of the image and its zoom by 1.004
-    from noise.natural.perturbations import _Sampler
+    from robustart.noise.natural.perturbations import _Sampler
 
     zoom = _Sampler(x, (0, 0, 64, 64)).pil_affine(_torchvision_affine_inverse(64, 64, scale=1.004))
     assert torch.allclose(frames[:, 1], (x + zoom) / 2, atol=1e-6)
@@ -239,7 +239,7 @@ def test_snow_layer_is_fixed_and_turns():
     x = _photos()[:1]
     frames = perturbation_frames(x, "snow", seed=2)
     # the whitened image is the same in every frame, the layer is one draw blurred at 4 i - 150 degrees
-    from noise.natural.motion import apply_snow
+    from robustart.noise.natural.motion import apply_snow
 
     normal = SampleRNG(2, [0], "imagenet_p", "snow", 1).randn((64, 64))
     for i in (0, 30):
@@ -508,7 +508,7 @@ def _shifted(x: torch.Tensor, shift: int) -> torch.Tensor:
 
 
 def test_parameter_set_tables_and_frame_counts():
-    from noise.natural.perturbations import P_PARAMETER_SETS
+    from robustart.noise.natural.perturbations import P_PARAMETER_SETS
 
     assert set(P_PARAMETER_SETS) == {"imagenet", "cifar", "tiny"}
     for table in P_PARAMETER_SETS.values():  # every set has every perturbation, with the same fields
@@ -611,7 +611,7 @@ def test_small_set_gaussian_blur_matches_skimage(params, start, step, truncate):
     [("cifar", (0.05, 0.3, 2, 0.5, 10, 2, 0.85), 6, 1.8, 9), ("tiny", (0.05, 0.28, 2, 0.5, 10, 2.5, 0.85), 14, 3, 5)],
 )
 def test_small_set_snow_and_motion_blur(params, snow, radius, sigma, step):
-    from noise.natural.motion import apply_snow
+    from robustart.noise.natural.motion import apply_snow
 
     x = _photos(32 if params == "cifar" else 64)[:2]
     frames = perturbation_frames(x, "snow", params=params, seed=2, sample_ids=[4, 5])
@@ -625,7 +625,7 @@ def test_small_set_snow_and_motion_blur(params, snow, radius, sigma, step):
 
 
 def test_drip_is_numpys_same_convolution():
-    from noise.natural.perturbations import _drip
+    from robustart.noise.natural.perturbations import _drip
 
     layer = np.random.default_rng(0).random((9, 5))
     for kernel in ((0.2, 0.8), (0.05, 0.1, 0.15, 0.7)):
@@ -662,8 +662,8 @@ def test_small_set_spatter_matches_the_original_code(params, loc, scale):
 
 
 def test_auto_follows_the_imagenet_c_rule():
-    from noise.natural.params import PARAMETER_SETS, parameter_set
-    from noise.natural.perturbations import resolve_params
+    from robustart.noise.natural.params import PARAMETER_SETS, parameter_set
+    from robustart.noise.natural.perturbations import resolve_params
 
     for h, w in ((28, 28), (32, 32), (48, 40), (49, 49), (64, 64), (64, 85), (128, 128), (129, 100), (224, 224)):
         assert PARAMETER_SETS[resolve_params("auto", h, w)] is parameter_set("auto", h, w), (h, w)
@@ -714,7 +714,7 @@ def test_parameter_set_errors():
     with pytest.raises(ValueError, match="depends on the image size"):
         num_frames("rotate", "auto")
     with pytest.raises(ValueError, match="unknown ImageNet-P parameter set"):
-        from noise.natural.perturbations import resolve_params
+        from robustart.noise.natural.perturbations import resolve_params
 
         resolve_params("small", 32, 32)
     with pytest.raises(ValueError, match=r"translate has 16 frames: need 0 <= start <= stop <= 16.*cifar"):

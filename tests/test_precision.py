@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import model_zoo
-from evaluation.precision import Precision, amp_dtype, check_precision, with_precision
+from robustart import model_zoo
+from robustart.evaluation.precision import Precision, amp_dtype, check_precision, with_precision
 from robustart.run import UserError, identity, run
 from tests.conftest import compose_config, run_cli
 from tests.test_cli import _assert_user_error

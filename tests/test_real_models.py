@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-import model_zoo
-from noise.natural import BENCHMARK_CORRUPTIONS, CORRUPTIONS, corrupt
+from robustart import model_zoo
 from robustart.data import eval_transform
+from robustart.noise.natural import BENCHMARK_CORRUPTIONS, CORRUPTIONS, corrupt
 
 
 def _foolbox_samples(prefix: str) -> list[tuple[Path, int]]:
@@ -128,8 +128,8 @@ def _pillow_round_trip(levels: np.ndarray, quality: int) -> np.ndarray:
 def test_jpeg_pixels_equal_pillows_on_imagenet_samples():
     """The JPEG steps run OpenCV's libjpeg-turbo for speed; their pixels must be Pillow's (the original's
     codec) at every ImageNet-C quality, in colour and grey, rounded or truncated to 8 bits."""
-    from noise.natural.digital import save_like_released
-    from noise.natural.params import IMAGENET_PARAMS
+    from robustart.noise.natural.digital import save_like_released
+    from robustart.noise.natural.params import IMAGENET_PARAMS
 
     pictures = [
         Image.open(p).convert("RGB").resize((224, 224), Image.BILINEAR) for p, _ in _foolbox_samples("imagenet")
@@ -159,8 +159,8 @@ def test_pgd_and_autoattack_equal_the_libraries_called_directly():
     import torchattacks
     from pyautoattack import AutoAttack
 
-    from noise import Condition, create_noise
-    from noise.seeding import derive_seed
+    from robustart.noise import Condition, create_noise
+    from robustart.noise.seeding import derive_seed
 
     model = model_zoo.create_model("cifar_resnet18", weights="pretrained").eval()
     x, y = cifar10_samples()

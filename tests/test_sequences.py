@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from evaluation.metrics import flip_probability, top5_distance
-from evaluation.sequences import TEST_PERTURBATIONS, _pseudo_logits, score_chunks, sequence_rows
-from noise.natural.perturbations import num_frames
-from noise.natural.sequences import chunked
 from robustart import store
+from robustart.evaluation.metrics import flip_probability, top5_distance
+from robustart.evaluation.sequences import TEST_PERTURBATIONS, _pseudo_logits, score_chunks, sequence_rows
+from robustart.noise.natural.perturbations import num_frames
+from robustart.noise.natural.sequences import chunked
 from tests.conftest import run_cli, run_dirs
 from tests.test_cli import _assert_user_error
 

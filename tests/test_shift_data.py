@@ -167,8 +167,8 @@ def test_fashion_mnist_ood_detection_is_measured_on_real_data(fashion_subset_mod
     on Fashion-MNIST's test images, so detection by max softmax probability beats chance."""
     import torch
 
-    from evaluation.metrics import aupr, auroc, fpr_at_95_tpr
     from robustart.data import photo_patches
+    from robustart.evaluation.metrics import aupr, auroc, fpr_at_95_tpr
 
     model, x, _ = fashion_subset_model
     patches = photo_patches(len(x))

@@ -18,12 +18,12 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluation.system import bootstrap_spread, flip_rate, spread, system_rows
-from noise import create_noise
-from noise.system import DECODERS, RESIZERS, Pipeline, SystemNoise, codecs, reference_resizer
-from noise.system.resize import resample_round_trip
 from robustart import store
 from robustart.data import eval_transform, imagenet_wnid_index
+from robustart.evaluation.system import bootstrap_spread, flip_rate, spread, system_rows
+from robustart.noise import create_noise
+from robustart.noise.system import DECODERS, RESIZERS, Pipeline, SystemNoise, codecs, reference_resizer
+from robustart.noise.system.resize import resample_round_trip
 from tests.conftest import run_cli, run_dirs, write_photo_folder
 from tests.test_cli import _assert_user_error
 

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-import model_zoo
+from robustart import model_zoo
 from robustart.data import TensorDataset
-from training import find_checkpoint, fit, save_checkpoint
+from robustart.training import find_checkpoint, fit, save_checkpoint
 
 
 def _toy_data(n=256):

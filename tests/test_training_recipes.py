@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import model_zoo
+from robustart import model_zoo
 from robustart.run import UserError, recipe_label, run
+from robustart.training import save_checkpoint
 from tests.conftest import CONF, compose_config, run_cli
-from training import save_checkpoint
 
 RECIPES = sorted(p.stem for p in (CONF / "training").glob("*.yaml"))
 BATCH = 32

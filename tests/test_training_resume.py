@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import model_zoo
+from robustart import model_zoo
 from robustart.data import TensorDataset
 from robustart.run import UserError, run
+from robustart.training import fit, load_state
+from robustart.training.distributed import environment, first_host
+from robustart.training.fit import StepBatches
 from tests.conftest import REPO, compose_config, run_cli
-from training import fit, load_state
-from training.distributed import environment, first_host
-from training.fit import StepBatches
 
 
 def test_processes_split_each_global_batch_and_steps_are_reproducible():

@@ -10,11 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-import model_zoo
-from evaluation import evaluate, summarize
-from evaluation.metrics import transfer_asr
-from noise import Condition, create_noise
-from robustart import store
+from robustart import model_zoo, store
+from robustart.evaluation import evaluate, summarize
+from robustart.evaluation.metrics import transfer_asr
+from robustart.noise import Condition, create_noise
 from robustart.run import UserError, run
 from tests.conftest import compose_config, run_cli
 from tests.test_cli import _assert_user_error

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from evaluation import evaluate
-from evaluation.validity import ValidityChecks, norm_of, perturbation_norms
-from noise import Condition, create_noise
+from robustart.evaluation import evaluate
+from robustart.evaluation.validity import ValidityChecks, norm_of, perturbation_norms
+from robustart.noise import Condition, create_noise
 
 COND = Condition("pgd_linf", "pgd_linf", eps=8 / 255)
 

@@ -8,9 +8,8 @@ import sys
 import pytest
 import torch
 
-import model_zoo
-from robustart import zoo
-from training import save_checkpoint
+from robustart import model_zoo, zoo
+from robustart.training import save_checkpoint
 
 
 def test_list_prints_every_entry_of_a_family_with_counted_flops(capsys):

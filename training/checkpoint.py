@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from model_zoo.cards import CARD_FILE, read_card
+from robustart.model_zoo.cards import CARD_FILE, read_card
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -40,7 +40,7 @@ def save_checkpoint(directory: str | Path, net: nn.Module, card: dict[str, Any])
     """
     from safetensors.torch import save_file
 
-    from model_zoo.weights import sha256_file
+    from robustart.model_zoo.weights import sha256_file
 
     directory = Path(directory)
     weights = directory / WEIGHTS_FILE

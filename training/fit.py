@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from training import distributed
+from robustart.training import distributed
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,8 @@ def check_recipe(
 ) -> None:
     """Raise ValueError for options :func:`fit` cannot train with, before any work (the other options of
     ``fit`` are accepted and ignored, so a recipe's whole dict can be passed)."""
-    from training.augment import check_policy
-    from training.losses import adversarial_options
+    from robustart.training.augment import check_policy
+    from robustart.training.losses import adversarial_options
 
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
@@ -202,7 +202,7 @@ def fit(
     """Train ``model`` in place on ``dataset`` of ``(image, label, sample_id)`` items.
 
     Args:
-        model: takes float images in [0, 1] (a :class:`model_zoo.NormalizedModel`) and returns logits.
+        model: takes float images in [0, 1] (a :class:`robustart.model_zoo.NormalizedModel`) and returns logits.
         dataset: training data.
         epochs: passes over the data (may be fractional: the last one stops part way).
         batch_size: samples per update, over all processes when data-parallel.
@@ -220,9 +220,9 @@ def fit(
             model ends with the average's weights. ``None``: off.
         mixup, cutmix: Beta alphas of timm's Mixup / CutMix (0: off); ``mix_prob``: chance a batch is mixed;
             ``switch_prob``: chance CutMix is used when both are on.
-        augment: a timm policy string (:mod:`training.augment`): RandAugment, AutoAugment or AugMix.
+        augment: a timm policy string (:mod:`robustart.training.augment`): RandAugment, AutoAugment or AugMix.
         augmix_jsd: AugMix with the Jensen-Shannon consistency loss over three views (``augment`` must be AugMix).
-        adversarial: adversarial training options (:data:`training.losses.ADVERSARIAL_DEFAULTS`).
+        adversarial: adversarial training options (:data:`robustart.training.losses.ADVERSARIAL_DEFAULTS`).
         teacher: a model to distil from (same classes); ``distill_alpha`` weighs its term, at temperature
             ``distill_temperature``.
         checkpoint_every: write the resumable state every this many steps (0: never).
@@ -241,8 +241,8 @@ def fit(
     from timm.optim import create_optimizer_v2
     from timm.scheduler import CosineLRScheduler, StepLRScheduler
 
-    from training.augment import Augmented, mixer
-    from training.losses import build_step
+    from robustart.training.augment import Augmented, mixer
+    from robustart.training.losses import build_step
 
     check_recipe(optimizer=optimizer, schedule=schedule, epochs=epochs, batch_size=batch_size, lr=lr, ema=ema,
                  augment=augment, augmix_jsd=augmix_jsd, mixup=mixup, cutmix=cutmix, adversarial=adversarial,
@@ -392,7 +392,7 @@ def _num_classes(model: nn.Module) -> int:
 
 def _save_state(state_file, state_key, step, model, opt, scaler, averaged, rank, tally) -> None:
     """Write the resumable state atomically (the main process only; every process holds the same weights)."""
-    from training.checkpoint import atomic_write
+    from robustart.training.checkpoint import atomic_write
 
     if rank != 0:
         return

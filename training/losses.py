@@ -2,10 +2,10 @@
 
 :func:`build_step` turns a recipe's options into ``step(model, images, labels, step) -> (loss, logits)``:
 
-1. **targets**: the labels, or with Mixup/CutMix (:func:`training.augment.mixer`) mixed images and soft
+1. **targets**: the labels, or with Mixup/CutMix (:func:`robustart.training.augment.mixer`) mixed images and soft
    targets; the criterion is cross-entropy with label smoothing (soft targets carry their own), or timm's
    ``JsdCrossEntropy`` for AugMix's three views.
-2. **adversarial** (``adversarial={...}``, attacks from :func:`noise.adversarial.training_attack`):
+2. **adversarial** (``adversarial={...}``, attacks from :func:`robustart.noise.adversarial.training_attack`):
    - ``pgd`` / ``fgsm``: train on the attacked batch (Madry), or with ``keep_clean`` on the clean and the
      attacked batch together (RobustART's 50/50 batches);
    - ``trades``: clean loss + ``beta`` x KL(attacked || clean) (Zhang et al., 2019);
@@ -38,7 +38,7 @@ ADVERSARIAL_DEFAULTS = {
 
 def adversarial_options(options: dict[str, Any] | None) -> dict[str, Any] | None:
     """The adversarial options with defaults filled in and budgets parsed; ValueError for bad ones."""
-    from noise.adversarial import TRAINING_ATTACKS, check_budgets, parse_eps
+    from robustart.noise.adversarial import TRAINING_ATTACKS, check_budgets, parse_eps
 
     if options is None:
         return None
@@ -92,7 +92,7 @@ def build_step(
     """
     from timm.loss import JsdCrossEntropy, SoftTargetCrossEntropy
 
-    from noise.adversarial import training_attack
+    from robustart.noise.adversarial import training_attack
 
     hard = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     criterion = JsdCrossEntropy(num_splits=3, smoothing=label_smoothing) if jsd else hard

@@ -1,4 +1,4 @@
-"""Training a weight-sharing supernet (:class:`model_zoo.nas.SuperNet`) with the sandwich rule.
+"""Training a weight-sharing supernet (:class:`robustart.model_zoo.nas.SuperNet`) with the sandwich rule.
 
 Each step (BigNAS, Yu et al. 2020; Once-for-All, Cai et al. 2020) trains, on the same batch,
 
@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from model_zoo.nas import Genes, SuperNet, random_genes
-from training.fit import fit
+from robustart.model_zoo.nas import Genes, SuperNet, random_genes
+from robustart.training.fit import fit
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
@@ -90,7 +90,7 @@ def fit_supernet(
     channels_last: bool = True,
     **fit_kwargs,
 ) -> dict[str, float]:
-    """Train a supernet in place with the sandwich rule: :func:`training.fit` with :func:`sandwich_loss`.
+    """Train a supernet in place with the sandwich rule: :func:`robustart.training.fit` with :func:`sandwich_loss`.
 
     Args:
         model: a ``model_zoo.NormalizedModel`` around a :class:`SuperNet` (``create_model("nas_supernet")``).
@@ -101,7 +101,7 @@ def fit_supernet(
         fit_kwargs: :func:`training.fit`'s options (``epochs``, ``batch_size``, ``lr``, ``seed``, ``device``...).
 
     Returns:
-        :func:`training.fit`'s metrics (loss and accuracy are the largest subnet's).
+        :func:`robustart.training.fit`'s metrics (loss and accuracy are the largest subnet's).
     """
     if "loss_fn" in fit_kwargs:
         raise ValueError("fit_supernet sets loss_fn itself (the sandwich rule); call training.fit for another one")

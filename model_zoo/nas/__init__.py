@@ -1,15 +1,15 @@
 """Weight-sharing neural architecture search (BigNAS / Once-for-All style) over a MobileNetV3-like space.
 
-- :mod:`model_zoo.nas.space`: the genes of a subnet (:class:`Genes`), subnet ids (:func:`decode`,
+- :mod:`robustart.model_zoo.nas.space`: the genes of a subnet (:class:`Genes`), subnet ids (:func:`decode`,
   :func:`encode`, :func:`sample`) and the result columns (:data:`GENE_NAMES`);
-- :mod:`model_zoo.nas.subnet`: :class:`SubNet`, a standalone network built from genes;
-- :mod:`model_zoo.nas.supernet`: :class:`SuperNet` (every subnet in one set of weights),
+- :mod:`robustart.model_zoo.nas.subnet`: :class:`SubNet`, a standalone network built from genes;
+- :mod:`robustart.model_zoo.nas.supernet`: :class:`SuperNet` (every subnet in one set of weights),
   :func:`extract_subnet` and :func:`recalibrate_bn`.
 
 Zoo entries: ``nas_subnet`` (option ``subnet``: an id; default the largest) and ``nas_supernet``. A subnet
 can be cut from a trained supernet's checkpoint: ``create_model("nas_subnet", subnet=7,
 weights=<nas_supernet checkpoint>)``; re-estimate its batch norm (:func:`recalibrate_bn`) before use.
-Training a supernet: :func:`training.supernet.fit_supernet`.
+Training a supernet: :func:`robustart.training.supernet.fit_supernet`.
 
 >>> import model_zoo
 >>> model_zoo.get_metadata("nas_subnet", subnet=0).genes["resolution"]
@@ -18,8 +18,8 @@ Training a supernet: :func:`training.supernet.fit_supernet`.
 
 from __future__ import annotations
 
-from model_zoo.metadata import ModelMetadata
-from model_zoo.nas.space import (
+from robustart.model_zoo.metadata import ModelMetadata
+from robustart.model_zoo.nas.space import (
     DEPTHS,
     EXPANDS,
     GENE_NAMES,
@@ -41,9 +41,9 @@ from model_zoo.nas.space import (
     sample,
     smallest_id,
 )
-from model_zoo.nas.subnet import SubNet
-from model_zoo.nas.supernet import SuperNet, crop, extract_subnet, recalibrate_bn
-from model_zoo.registry import register_model
+from robustart.model_zoo.nas.subnet import SubNet
+from robustart.model_zoo.nas.supernet import SuperNet, crop, extract_subnet, recalibrate_bn
+from robustart.model_zoo.registry import register_model
 
 __all__ = [
     "DEPTHS",

@@ -1,8 +1,8 @@
-"""A standalone subnet: an ordinary MobileNetV3-like network built from its :class:`~model_zoo.nas.space.Genes`.
+"""A standalone subnet: an ordinary MobileNetV3-like network built from its :class:`model_zoo.nas.space.Genes`.
 
 The module names (``stem``, ``first``, ``stages.<stage>.<block>.{expand,dw,project}``, ``head``,
 ``classifier``) are the same as the supernet's, so a subnet's state dict is the supernet's, sliced (see
-:func:`model_zoo.nas.supernet.extract_subnet`).
+:func:`robustart.model_zoo.nas.supernet.extract_subnet`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_zoo.nas.space import NUM_STAGES, Genes, backbone_for
+from robustart.model_zoo.nas.space import NUM_STAGES, Genes, backbone_for
 
 
 def activation(name: str) -> nn.Module:

@@ -9,7 +9,7 @@ Each searchable layer holds the weights of its largest version; a subnet uses
 - the first ``depth`` blocks of each stage.
 
 :meth:`SuperNet.set_active` picks the subnet that ``forward`` runs; :func:`extract_subnet` copies its
-slices into a standalone :class:`~model_zoo.nas.subnet.SubNet` (ordinary ``nn.Conv2d`` / ``nn.BatchNorm2d``
+slices into a standalone :class:`~robustart.model_zoo.nas.subnet.SubNet` (ordinary ``nn.Conv2d`` / ``nn.BatchNorm2d``
 / ``nn.Linear``) that computes the same function. Training a supernet mixes the batch-norm statistics
 of many subnets, so re-estimate them for the subnet you evaluate with :func:`recalibrate_bn`.
 """
@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_zoo.nas.space import DEPTHS, EXPANDS, KERNELS, NUM_STAGES, WIDTHS, Genes, backbone_for
-from model_zoo.nas.subnet import ConvBNAct as _FixedConvBNAct
-from model_zoo.nas.subnet import SubNet, activation, first_block, init_conv_, resize_to, stage_plan
+from robustart.model_zoo.nas.space import DEPTHS, EXPANDS, KERNELS, NUM_STAGES, WIDTHS, Genes, backbone_for
+from robustart.model_zoo.nas.subnet import ConvBNAct as _FixedConvBNAct
+from robustart.model_zoo.nas.subnet import SubNet, activation, first_block, init_conv_, resize_to, stage_plan
 
 
 def crop(tensor: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
@@ -119,7 +119,7 @@ class DynamicConvBNAct(nn.Module):
 
 
 class DynamicMBConv(nn.Module):
-    """The supernet's inverted-residual block (see :class:`~model_zoo.nas.subnet.MBConv`) with searchable
+    """The supernet's inverted-residual block (see :class:`~robustart.model_zoo.nas.subnet.MBConv`) with searchable
     output channels, kernel size and expansion ratio; the expanded width is ``input channels * expand``."""
 
     def __init__(self, max_in: int, max_out: int, stride: int, act: str, residual: bool):
@@ -217,7 +217,7 @@ def recalibrate_bn(module: nn.Module, batches: Iterable, num_batches: int | None
     Resets every batch norm's statistics, sets its ``momentum`` to ``None`` (a cumulative average over the
     batches), runs ``module`` in training mode without gradients on each batch, then restores the
     momenta and leaves ``module`` in eval mode. A batch is a tensor of images in the form ``module`` takes
-    (in [0, 1] for a :class:`model_zoo.NormalizedModel`), or a tuple/list whose first item is one.
+    (in [0, 1] for a :class:`robustart.model_zoo.NormalizedModel`), or a tuple/list whose first item is one.
     On a :class:`SuperNet` only the active subnet's slices are estimated (the rest stay reset).
 
     Args:

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 
 import torch
 
-from noise.adversarial.per_sample import CountingModel, PassCounter, RowDraws, per_image_entry
-from noise.base import Condition, Noise
-from noise.registry import register_noise
-from noise.seeding import derive_seed
+from robustart.noise.adversarial.per_sample import CountingModel, PassCounter, RowDraws, per_image_entry
+from robustart.noise.base import Condition, Noise
+from robustart.noise.registry import register_noise
+from robustart.noise.seeding import derive_seed
 
 
 def parse_eps(value: float | int | str) -> float:
@@ -82,7 +82,7 @@ class TorchattacksNoise(Noise):
     the whole batch, seeded per batch from ``(seed, attack, eps, first sample id)``: runs are reproducible at a
     fixed batch size and equal the library called directly with that seed. With ``per_image = True`` (set by
     the WCAR cascade) every image draws its start from a generator of its own
-    (:mod:`noise.adversarial.per_sample`), so its result does not depend on the other images of its call.
+    (:mod:`robustart.noise.adversarial.per_sample`), so its result does not depend on the other images of its call.
 
     The forward and backward passes through the model are counted per image (:attr:`passes_used`, reported
     in the run's manifest).
@@ -151,7 +151,7 @@ def _attack_class(iteration_curve: bool) -> type[TorchattacksNoise]:
     """:class:`TorchattacksNoise`, or its subclass that also records the accuracy after every attack step."""
     if not iteration_curve:
         return TorchattacksNoise
-    from noise.adversarial.curves import IterationCurveNoise
+    from robustart.noise.adversarial.curves import IterationCurveNoise
 
     return IterationCurveNoise
 
@@ -167,7 +167,7 @@ def pgd_linf(
 ) -> TorchattacksNoise:
     """PGD with the Linf norm (Madry et al., 2018) via ``torchattacks.PGD``; step = rel_stepsize * eps.
 
-    ``iteration_curve``: also record the accuracy after every step (:mod:`noise.adversarial.curves`)."""
+    ``iteration_curve``: also record the accuracy after every step (:mod:`robustart.noise.adversarial.curves`)."""
     import torchattacks
 
     if steps < 1:
@@ -428,4 +428,4 @@ def training_attack(method: str, model, eps: float, steps: int = 10, step_size: 
 
 
 # the noises that build on the attacks above: wcar, transfer, and cw, deepfool and min_eps
-from noise.adversarial import cascade, minimal, transfer  # noqa: E402, F401
+from robustart.noise.adversarial import cascade, minimal, transfer  # noqa: E402, F401

@@ -26,10 +26,10 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 import torch
 
-from noise.adversarial import TorchattacksNoise, check_budgets, parse_eps
-from noise.adversarial.per_sample import CountingModel, PassCounter
-from noise.base import Condition, Noise
-from noise.registry import create_noise, get_noise_entry, register_noise
+from robustart.noise.adversarial import TorchattacksNoise, check_budgets, parse_eps
+from robustart.noise.adversarial.per_sample import CountingModel, PassCounter
+from robustart.noise.base import Condition, Noise
+from robustart.noise.registry import create_noise, get_noise_entry, register_noise
 
 #: the worst-case condition's name and the attack recorded for images already wrong when clean
 WCAR, CLEAN = "wcar", "clean"
@@ -102,7 +102,7 @@ class WorstCase(Noise):
     def metric_rows(self, predictions):
         """``broken_first`` per attack and budget: the share of clean-correct images that the attack broke
         first in cascade order (identical with and without the cascade)."""
-        from evaluation.metrics import proportion
+        from robustart.evaluation.metrics import proportion
 
         rows = []
         for eps, book in self.broken_by.items():

@@ -8,7 +8,7 @@ equals the run's ``robust_acc``. Point 0 is the attack's starting point: the cle
 start.
 
 Turned on per attack with ``noise.iteration_curve=true`` (``pgd_linf``, ``pgd_l2``, ``mim``); the rows are
-``robust_acc_vs_steps`` with the number of steps in ``severity`` (see :mod:`evaluation.curves`).
+``robust_acc_vs_steps`` with the number of steps in ``severity`` (see :mod:`robustart.evaluation.curves`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from noise.adversarial import TorchattacksNoise
-from noise.adversarial.per_sample import ModelWrapper
-from noise.base import Condition
+from robustart.noise.adversarial import TorchattacksNoise
+from robustart.noise.adversarial.per_sample import ModelWrapper
+from robustart.noise.base import Condition
 
 
 class StepRecorder(ModelWrapper):
@@ -44,7 +44,7 @@ class StepRecorder(ModelWrapper):
 
 
 class IterationCurveNoise(TorchattacksNoise):
-    """A :class:`~noise.adversarial.TorchattacksNoise` that also records the accuracy after every step of
+    """A :class:`~robustart.noise.adversarial.TorchattacksNoise` that also records the accuracy after every step of
     its (iterative) attack, for the ``robust_acc_vs_steps`` rows. Its adversarial examples are the same."""
 
     recorded = ("passes_used", "step_records")
@@ -82,8 +82,8 @@ class IterationCurveNoise(TorchattacksNoise):
         return ids, correct
 
     def metric_rows(self, predictions):
-        """``robust_acc_vs_steps`` rows of every budget attacked (see :mod:`evaluation.curves`)."""
-        from evaluation.curves import steps_rows
+        """``robust_acc_vs_steps`` rows of every budget attacked (see :mod:`robustart.evaluation.curves`)."""
+        from robustart.evaluation.curves import steps_rows
 
         rows = []
         for condition in self.step_records:

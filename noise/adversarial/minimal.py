@@ -9,7 +9,7 @@ prediction (0 for a sample misclassified when clean, NaN where the attack never 
   ``mim`` from torchattacks, Linf) succeeds, per sample (:func:`search_min_eps`).
 
 The run joins ``min_eps`` onto ``predictions.parquet`` (:meth:`MinimalPerturbationNoise.sample_columns`)
-and adds the curve rows of :mod:`evaluation.curves` to ``metrics.parquet``. The images these noises return
+and adds the curve rows of :mod:`robustart.evaluation.curves` to ``metrics.parquet``. The images these noises return
 are the adversarial examples at ``min_eps`` (the clean image for a sample misclassified already, the
 strongest failed attempt where the attack never succeeded), so the run's ``acc`` row of such a condition is
 the share of samples never broken.
@@ -26,9 +26,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from noise.adversarial import check_budgets, parse_eps
-from noise.base import Condition, Noise
-from noise.registry import register_noise
+from robustart.noise.adversarial import check_budgets, parse_eps
+from robustart.noise.base import Condition, Noise
+from robustart.noise.registry import register_noise
 
 #: attacks the budget search can drive: torchattacks Linf attacks taking a budget ``eps``
 SEARCHABLE = ("fgsm", "pgd_linf", "mim")
@@ -100,9 +100,9 @@ class MinimalPerturbationNoise(Noise):
         return frame.drop_duplicates(["noise", "condition", "sample_id"], keep="last", ignore_index=True)
 
     def metric_rows(self, predictions):
-        """``robust_acc_vs_eps`` and ``min_eps_qNN`` rows per condition (see :mod:`evaluation.curves`), from
+        """``robust_acc_vs_eps`` and ``min_eps_qNN`` rows per condition (see :mod:`robustart.evaluation.curves`), from
         the predictions' ``min_eps`` column (or this noise's own records when the table has none)."""
-        from evaluation.curves import curve_rows
+        from robustart.evaluation.curves import curve_rows
 
         if predictions is None or "min_eps" not in predictions:
             predictions = self.sample_columns()

@@ -2,7 +2,7 @@
 
 **Why.** torchattacks and pyautoattack draw an attack's random start for the whole batch from torch's global
 generator (``torch.rand(x.shape)``, ``torch.empty_like(x).uniform_()``). The start an image gets therefore
-depends on which other images share its call. An attack cascade (see :mod:`noise.adversarial.cascade`)
+depends on which other images share its call. An attack cascade (see :mod:`robustart.noise.adversarial.cascade`)
 attacks only the images still unbroken, so with batch-wide draws it could not reproduce the result of
 attacking every image.
 
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from noise.seeding import derive_seed
+from robustart.noise.seeding import derive_seed
 
 _FACTORIES = {torch.rand: "uniform", torch.randn: "normal", torch.rand_like: "uniform", torch.randn_like: "normal"}
 _IN_PLACE = {torch.Tensor.uniform_: "uniform", torch.Tensor.normal_: "normal"}

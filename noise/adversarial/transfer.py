@@ -5,7 +5,7 @@ other model on them. Here any registered attack crafts them (``fgsm`` by default
 options and default budgets), the run's model is the target, and the usual ``robust_acc`` / ``ar`` rows
 describe the target on the transferred examples. :meth:`TransferNoise.metric_rows` adds RobustART's
 ``transfer_asr`` per budget: among the images both models classify correctly when clean, the share the target
-gets wrong on the source's example (:func:`evaluation.metrics.transfer_asr`).
+gets wrong on the source's example (:func:`robustart.evaluation.metrics.transfer_asr`).
 
 The noise names its source by a string (a zoo model or a finished run, resolved by the run, which calls
 :meth:`TransferNoise.bind_source`), or takes the source ``nn.Module`` itself when used as a library:
@@ -26,8 +26,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from noise.base import Condition, Noise
-from noise.registry import create_noise, get_noise_entry, register_noise
+from robustart.noise.base import Condition, Noise
+from robustart.noise.registry import create_noise, get_noise_entry, register_noise
 
 TRANSFER = "transfer"
 
@@ -97,7 +97,7 @@ class TransferNoise(Noise):
     def metric_rows(self, predictions):
         """``transfer_asr`` per condition (attack x budget), from the target's clean and adversarial rows in
         ``predictions`` and the source's clean correctness recorded while the noise ran."""
-        from evaluation.metrics import transfer_asr
+        from robustart.evaluation.metrics import transfer_asr
 
         clean = predictions[predictions["noise"] == "clean"].set_index("sample_id")["correct"]
         source = pd.Series(self.source_correct, dtype=bool)

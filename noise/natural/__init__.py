@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import torch
 
-from noise.base import Condition, Noise
-from noise.natural import blur, corruptions, digital, geometric, motion, weather
-from noise.natural.params import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, PARAMETER_SETS, parameter_set
-from noise.registry import register_noise
-from noise.seeding import SampleRNG
+from robustart.noise.base import Condition, Noise
+from robustart.noise.natural import blur, corruptions, digital, geometric, motion, weather
+from robustart.noise.natural.params import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, PARAMETER_SETS, parameter_set
+from robustart.noise.registry import register_noise
+from robustart.noise.seeding import SampleRNG
 
 __all__ = [
     "BENCHMARK_CORRUPTIONS",
@@ -90,7 +90,7 @@ def corrupt(
         sample_ids: one id per image (default ``0..N-1``); the same id always gets the same noise.
         params: severity parameters: ``imagenet`` (224 px), ``cifar`` (CIFAR-10-C, 32 px), ``tiny``
             (Tiny-ImageNet-C, 64 px) or ``auto`` (chosen by image size, see
-            :func:`noise.natural.params.parameter_set`).
+            :func:`robustart.noise.natural.params.parameter_set`).
 
     Returns:
         The corrupted batch, same shape, dtype and device, values in [0, 1].
@@ -173,4 +173,4 @@ def imagenet_c(
     )
 
 
-from noise.natural import sequences  # noqa: E402,F401  (registers noise=imagenet_p)
+from robustart.noise.natural import sequences  # noqa: E402,F401  (registers noise=imagenet_p)

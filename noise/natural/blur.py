@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from scipy.fft import next_fast_len
 
-from noise.natural.kernels import kernels
-from noise.seeding import SampleRNG
-from noise.threads import cpu_map
+from robustart.noise.natural.kernels import kernels
+from robustart.noise.seeding import SampleRNG
+from robustart.noise.threads import cpu_map
 
 
 @functools.lru_cache(maxsize=16)

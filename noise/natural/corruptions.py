@@ -1,8 +1,8 @@
 """ImageNet-C noise and colour corruptions (Hendrycks & Dietterich, ICLR 2019) as batched torch functions.
 
 Each function maps a batch ``x`` (float32 NCHW in [0, 1], CPU or GPU) to a batch of the same shape,
-dtype and range; ``c`` is one severity's parameter (:mod:`noise.natural.params`).
-Random corruptions take a :class:`noise.seeding.SampleRNG`, so each image's noise depends only on
+dtype and range; ``c`` is one severity's parameter (:mod:`robustart.noise.natural.params`).
+Random corruptions take a :class:`robustart.noise.seeding.SampleRNG`, so each image's noise depends only on
 ``(seed, sample_id, corruption, severity)``.
 
 The original saves each corrupted image as ``uint8`` (truncating) in a JPEG at quality 85; these
@@ -17,9 +17,9 @@ import math
 import numpy as np
 import torch
 
-from noise.natural.kernels import kernels
-from noise.seeding import SampleRNG
-from noise.threads import cpu_map
+from robustart.noise.natural.kernels import kernels
+from robustart.noise.seeding import SampleRNG
+from robustart.noise.threads import cpu_map
 
 
 def gaussian_noise(x: torch.Tensor, c: float, rng: SampleRNG) -> torch.Tensor:

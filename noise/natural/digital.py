@@ -16,8 +16,8 @@ import functools
 import numpy as np
 import torch
 
-from noise.seeding import SampleRNG
-from noise.threads import cpu_map
+from robustart.noise.seeding import SampleRNG
+from robustart.noise.threads import cpu_map
 
 _PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed-point precision for 8-bit images
 
@@ -88,12 +88,12 @@ def pixelate(x: torch.Tensor, c: float, rng: SampleRNG | None = None) -> torch.T
     """Pixelate: BOX-downsample to ``int(size * c)`` and BOX-upsample back, as Pillow does.
 
     On the CPU a compiled kernel runs Pillow's 8-bit fixed-point arithmetic image by image, in parallel
-    (:func:`noise.natural.kernels.kernels`); on other devices the same arithmetic runs in torch
+    (:func:`robustart.noise.natural.kernels.kernels`); on other devices the same arithmetic runs in torch
     (:func:`pixelate_torch`), so the batch never leaves the device.
     """
     if x.device.type != "cpu":
         return pixelate_torch(x, c)
-    from noise.natural.kernels import kernels
+    from robustart.noise.natural.kernels import kernels
 
     h, w = x.shape[-2:]
     small_h, small_w = int(h * c), int(w * c)
@@ -170,7 +170,7 @@ def _jpeg_round_trip(x: torch.Tensor, quality: int, optimize: bool = False, trun
     """
     import cv2
 
-    from noise.natural.kernels import kernels
+    from robustart.noise.natural.kernels import kernels
 
     n, channels, h, w = x.shape
     flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR_RGB

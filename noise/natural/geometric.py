@@ -5,7 +5,7 @@ Ports of ``glass_blur`` and ``elastic_transform`` from Hendrycks's original ``ma
 Perturbations", ICLR 2019), not of the simplified ``imagecorruptions`` package where the two differ.
 Inputs are float32 NCHW batches in [0, 1] of any size (H, W >= 32) on CPU or GPU; outputs have the
 same shape, dtype, device and range. All per-sample randomness comes from a
-:class:`noise.seeding.SampleRNG`, so an image's output does not depend on the rest of its batch.
+:class:`robustart.noise.seeding.SampleRNG`, so an image's output does not depend on the rest of its batch.
 
 The random draws can also be passed in explicitly (:func:`glass_blur_with_offsets`,
 :func:`elastic_transform_with_noise`), which is how the tests compare the ports with literal numpy
@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from noise.natural.blur import extend_index, gaussian_filter, gaussian_weights, symmetric_filter_cpu
-from noise.natural.corruptions import eight_bit_levels
-from noise.natural.kernels import kernels
-from noise.seeding import SampleRNG
-from noise.threads import cpu_map
+from robustart.noise.natural.blur import extend_index, gaussian_filter, gaussian_weights, symmetric_filter_cpu
+from robustart.noise.natural.corruptions import eight_bit_levels
+from robustart.noise.natural.kernels import kernels
+from robustart.noise.seeding import SampleRNG
+from robustart.noise.threads import cpu_map
 
 
 def _sample(image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mode: str) -> torch.Tensor:
@@ -136,7 +136,7 @@ def _glass_pass_source(offsets: torch.Tensor, h: int, w: int, delta: int) -> tor
 def _glass_sources(offsets: torch.Tensor, h: int, w: int, delta: int) -> torch.Tensor:
     """All passes of the copy loop: flat index of the pre-loop pixel each pixel ends up with, ``(B, H * W)``.
 
-    On the CPU the loop runs as written, per image (compiled, :mod:`noise.natural.kernels`); elsewhere
+    On the CPU the loop runs as written, per image (compiled, :mod:`robustart.noise.natural.kernels`); elsewhere
     each pass is resolved in parallel (:func:`_glass_pass_source`) and the passes are composed. The
     two give identical maps.
     """
@@ -282,7 +282,7 @@ def glass_blur(x: torch.Tensor, c: tuple, rng: SampleRNG) -> torch.Tensor:
 
     Args:
         x: float32 ``(B, 3, H, W)`` in [0, 1], H, W >= 32, on CPU or CUDA.
-        c: ``(sigma, delta, iterations)``, see :mod:`noise.natural.params`.
+        c: ``(sigma, delta, iterations)``, see :mod:`robustart.noise.natural.params`.
         rng: per-sample generators; one offset draw per processed pixel and pass.
 
     Returns:
@@ -407,7 +407,7 @@ def elastic_transform(x: torch.Tensor, c: tuple, rng: SampleRNG) -> torch.Tensor
 
     Args:
         x: float32 ``(B, 3, H, W)`` in [0, 1], H, W >= 32, on CPU or CUDA.
-        c: ``(alpha, sigma, jitter)``, see :mod:`noise.natural.params`.
+        c: ``(alpha, sigma, jitter)``, see :mod:`robustart.noise.natural.params`.
         rng: per-sample generators.
 
     Returns:

@@ -1,6 +1,6 @@
 """CPU kernels, compiled with numba on first use (and cached on disk), for the steps that are loops in
 the original or that need 8-bit pixels: each works on one image and releases the GIL, so a batch runs
-on :func:`noise.threads.cpu_map`'s threads. Other devices use the torch formulations next to each caller.
+on :func:`robustart.noise.threads.cpu_map`'s threads. Other devices use the torch formulations next to each caller.
 
 numba comes with ``imagecorruptions-imaug``, a core dependency. Compiled code does not contract
 multiply-adds (numba leaves fast-math off), so integer and float results are the same as numpy's.

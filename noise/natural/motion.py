@@ -11,8 +11,8 @@ Here it is a weighted sum of up to ``2 * radius + 1`` shifted copies of the batc
 angle, so its own offsets, and the shifted copies are windows of one edge-replicated padding of the batch.
 
 The functions map float32 NCHW batches in [0, 1] (CPU or GPU) to batches of the same shape, dtype and
-range; randomness comes from a :class:`noise.seeding.SampleRNG`, so an image's corruption depends only on
-``(seed, sample_id, corruption, severity)``. As in :mod:`noise.natural.corruptions`, the final
+range; randomness comes from a :class:`robustart.noise.seeding.SampleRNG`, so an image's corruption depends only on
+``(seed, sample_id, corruption, severity)``. As in :mod:`robustart.noise.natural.corruptions`, the final
 ``uint8`` truncation and JPEG encoding of the original are left out.
 """
 
@@ -25,10 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from noise.natural.blur import clipped_zoom
-from noise.natural.kernels import kernels
-from noise.seeding import SampleRNG
-from noise.threads import cpu_map
+from robustart.noise.natural.blur import clipped_zoom
+from robustart.noise.natural.kernels import kernels
+from robustart.noise.seeding import SampleRNG
+from robustart.noise.threads import cpu_map
 
 # severity 1..5 parameters, exactly as in make_imagenet_c.py (224 x 224 ImageNet)
 # cv2.cvtColor(..., COLOR_RGB2GRAY) weights, which the original applies to the float32 image
@@ -180,7 +180,7 @@ def motion_blur(x: torch.Tensor, c: tuple[int, float], rng: SampleRNG) -> torch.
 
     Args:
         x: float32 NCHW batch in [0, 1], CPU or GPU.
-        c: ``(radius, sigma)`` of the kernel, see :data:`noise.natural.params.IMAGENET_PARAMS`.
+        c: ``(radius, sigma)`` of the kernel, see :data:`robustart.noise.natural.params.IMAGENET_PARAMS`.
         rng: per-sample generators; one uniform draw per image gives its angle.
 
     Returns:
@@ -201,7 +201,7 @@ def snow_layer(normal: torch.Tensor, c: tuple, angles: torch.Tensor | Sequence[f
 
     Args:
         normal: standard normal draws, shape ``(N, H, W)``.
-        c: snow parameters, see :data:`noise.natural.params.IMAGENET_PARAMS`.
+        c: snow parameters, see :data:`robustart.noise.natural.params.IMAGENET_PARAMS`.
         angles: blur angle in degrees per image, shape ``(N,)``; the original draws U(-135°, -45°).
 
     Returns:
@@ -224,7 +224,7 @@ def apply_snow(x: torch.Tensor, c: tuple, normal: torch.Tensor, angles: torch.Te
 
     Args:
         x: float NCHW batch in [0, 1], 3 (RGB) or 1 channels.
-        c: snow parameters, see :data:`noise.natural.params.IMAGENET_PARAMS`.
+        c: snow parameters, see :data:`robustart.noise.natural.params.IMAGENET_PARAMS`.
         normal: standard normal draws for the layer, shape ``(N, H, W)``.
         angles: blur angle in degrees per image, shape ``(N,)``.
 
@@ -246,7 +246,7 @@ def snow(x: torch.Tensor, c: tuple, rng: SampleRNG) -> torch.Tensor:
 
     Args:
         x: float32 NCHW batch in [0, 1], 3 channels (RGB), CPU or GPU.
-        c: ``(loc, scale, zoom, threshold, blur radius, blur sigma, mix)``, see :mod:`noise.natural.params`.
+        c: ``(loc, scale, zoom, threshold, blur radius, blur sigma, mix)``, see :mod:`robustart.noise.natural.params`.
         rng: per-sample generators.
 
     Returns:

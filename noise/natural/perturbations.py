@@ -4,7 +4,7 @@ ImageNet-P (Hendrycks & Dietterich, "Benchmarking Neural Network Robustness to C
 Perturbations", ICLR 2019) turns each validation image into a short video whose frames change the image a
 little at a time: fresh noise in every frame, a blur turning or growing, a slow shift, rotation, tilt or zoom.
 A robust classifier keeps its prediction across the frames (flip probability, top-5 distance; see
-:mod:`evaluation.sequences`, whose ``score_chunks`` takes :func:`iter_frames`' chunks).
+:mod:`robustart.evaluation.sequences`, whose ``score_chunks`` takes :func:`iter_frames`' chunks).
 This module makes those frames from a batch of images, with the frame counts and schedules of
 ``make_imagenet_p.py``:
 
@@ -35,7 +35,7 @@ Parameter sets. The table above is ``params="imagenet"`` (the default). The same
 sequences for CIFAR-10-P (``make_cifar_p.py``, 32 px) and Tiny-ImageNet-P (``make_tinyimagenet_p.py``,
 64 px) with their own constants; ``params="cifar"`` and ``params="tiny"`` use those, and ``params="auto"``
 picks the set by the frames' size (the crop if given, else the images') with the rule ImageNet-C's
-``auto`` uses (:func:`noise.natural.params.parameter_set`: up to 48 px CIFAR, up to 128 px Tiny-ImageNet,
+``auto`` uses (:func:`robustart.noise.natural.params.parameter_set`: up to 48 px CIFAR, up to 128 px Tiny-ImageNet,
 else ImageNet), so 28 px Fashion-MNIST and 32 px CIFAR get the CIFAR set. Where the sets differ:
 
 =============== ==================================== ==============================================
@@ -85,7 +85,7 @@ on the other images of the batch or on which frames were asked for. zoom_blur (a
 
 As with the ImageNet-C functions, frames are returned as floats: the original's ``uint8`` PNG frames and
 H.264 video encoding are left out, except for the 8-bit steps inside ImageMagick's motion blur (motion_blur
-and snow), which :func:`noise.natural.motion.apply_motion_blur` reproduces.
+and snow), which :func:`robustart.noise.natural.motion.apply_motion_blur` reproduces.
 
 >>> import torch
 >>> from noise.natural.perturbations import perturbation_frames
@@ -104,13 +104,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from noise.natural import corruptions
-from noise.natural.blur import gaussian_filter
-from noise.natural.motion import apply_motion_blur, apply_snow
-from noise.natural.params import PARAMETER_SETS, parameter_set
-from noise.natural.weather import _WATER, _water_relief
-from noise.seeding import SampleRNG
-from noise.threads import cpu_map
+from robustart.noise.natural import corruptions
+from robustart.noise.natural.blur import gaussian_filter
+from robustart.noise.natural.motion import apply_motion_blur, apply_snow
+from robustart.noise.natural.params import PARAMETER_SETS, parameter_set
+from robustart.noise.natural.weather import _WATER, _water_relief
+from robustart.noise.seeding import SampleRNG
+from robustart.noise.threads import cpu_map
 
 __all__ = [
     "DIFFICULTIES",
@@ -247,7 +247,7 @@ def _unknown_params(params: object) -> ValueError:
 def resolve_params(params: str, height: int, width: int) -> str:
     """The parameter set ``params`` stands for on ``height x width`` frames: ``imagenet``, ``cifar`` or ``tiny``.
 
-    ``auto`` follows ImageNet-C's rule (:func:`noise.natural.params.parameter_set`): CIFAR's set up to 48 px
+    ``auto`` follows ImageNet-C's rule (:func:`robustart.noise.natural.params.parameter_set`): CIFAR's set up to 48 px
     (the longer side), Tiny-ImageNet's up to 128 px, ImageNet's above.
 
     Raises:
@@ -584,7 +584,7 @@ class _Sequence:
         return self._water(self._layer)
 
     def _water(self, layer: torch.Tensor) -> torch.Tensor:
-        """ImageNet-C's water spatter (:func:`noise.natural.weather.spatter_from_layer`, mode 0) from a ready
+        """ImageNet-C's water spatter (:func:`robustart.noise.natural.weather.spatter_from_layer`, mode 0) from a ready
         liquid layer ``(N, 1, H, W)``: the ``uint8`` layer (truncated) times its OpenCV relief, normalised to
         a maximum of 1, times the intensity, adds the pale turquoise (175, 238, 238) / 255 to channels 0, 1, 2
         (the original's BGR-named arrays hold RGB data; a grey image gets channel 0's value)."""

@@ -1,8 +1,8 @@
 """``noise=imagenet_p``: ImageNet-P perturbation sequences as a noise of the registry.
 
 Unlike the other noises, a condition (a perturbation at a difficulty) turns each image into a sequence of
-frames, which the sequence evaluator (:mod:`evaluation.sequences`) scores chunk by chunk. The frames are
-generated from clean images by :mod:`noise.natural.perturbations`, or read from the released videos with
+frames, which the sequence evaluator (:mod:`robustart.evaluation.sequences`) scores chunk by chunk. The frames are
+generated from clean images by :mod:`robustart.noise.natural.perturbations`, or read from the released videos with
 ``data=imagenet_p``.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from noise.base import Condition
-from noise.registry import register_noise
+from robustart.noise.base import Condition
+from robustart.noise.registry import register_noise
 
 
 class SequenceNoise:
@@ -26,7 +26,7 @@ class SequenceNoise:
         self, name: str, perturbations: Sequence[str], difficulties: Sequence[int], seed: int, chunk: int,
         baseline_run: str | None, params: str = "auto",
     ) -> None:  # fmt: skip
-        from noise.natural.perturbations import NOISE_PERTURBATIONS, P_PARAMETER_SETS, P_PERTURBATIONS
+        from robustart.noise.natural.perturbations import NOISE_PERTURBATIONS, P_PARAMETER_SETS, P_PERTURBATIONS
 
         if params != "auto" and params not in P_PARAMETER_SETS:
             raise ValueError(
@@ -64,7 +64,7 @@ class SequenceNoise:
         For the noise perturbations the difficulty sets the noise strength; the others are generated at
         difficulty 1 and their difficulty is the step between compared frames (as in the original).
         """
-        from noise.natural.perturbations import iter_frames
+        from robustart.noise.natural.perturbations import iter_frames
 
         difficulty = condition.severity if condition.name in self._noise else 1
         ids = [int(i) for i in sample_ids]
@@ -102,7 +102,7 @@ def imagenet_p(
     schedules: ``imagenet`` (ImageNet-P), ``cifar`` (CIFAR-10-P), ``tiny`` (Tiny-ImageNet-P) or ``auto`` (by
     the frames' size, as ImageNet-C's parameter sets).
     """
-    from noise.natural.perturbations import P_TEST
+    from robustart.noise.natural.perturbations import P_TEST
 
     return SequenceNoise(
         "imagenet_p", list(perturbations or P_TEST), list(difficulties), seed, chunk, baseline_run, params

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from noise.seeding import SampleRNG
-from noise.threads import cpu_map
+from robustart.noise.seeding import SampleRNG
+from robustart.noise.threads import cpu_map
 
 #: the original draws the frost picture with ``np.random.randint(5)``, so frost6 is never used
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
@@ -46,7 +46,7 @@ def plasma_fractal(
         raise ValueError(f"mapsize must be a power of two, got {mapsize}")
     draws = uniform((plasma_draws(mapsize),))
     if torch.device(device or "cpu").type == "cpu":
-        from noise.natural.kernels import kernels
+        from robustart.noise.natural.kernels import kernels
 
         maps = torch.empty(batch, mapsize, mapsize, dtype=torch.float32)
         source, target, kernel = draws.cpu().numpy(), maps.numpy(), kernels()["plasma"]
@@ -183,7 +183,7 @@ def spatter_from_layer(x: torch.Tensor, c: tuple, layer: torch.Tensor) -> torch.
     Mode 0 (water) runs the original's OpenCV chain (Canny, distance transform, histogram equalisation)
     on the CPU, image by image; mode 1 (mud) stays on the input's device.
     """
-    from noise.natural.blur import gaussian_filter
+    from robustart.noise.natural.blur import gaussian_filter
 
     liquid = gaussian_filter(layer[:, None].to(x.device, torch.float32), float(c[2]))
     liquid = torch.where(liquid < c[3], torch.zeros_like(liquid), liquid)

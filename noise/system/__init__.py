@@ -2,7 +2,7 @@
 
 A condition is a ``decoder/resizer`` pair (``opencv/pil_bilinear``: OpenCV decodes, PIL's bilinear filter
 resizes). On data stored as compressed files (ImageNet), each condition re-decodes the raw bytes with its
-decoder and runs the model's own preprocessing with its resizer (:class:`~noise.system.resize.Pipeline`;
+decoder and runs the model's own preprocessing with its resizer (:class:`~robustart.noise.system.resize.Pipeline`;
 the run builds one dataset per condition, decoded in the data-loader workers). On data held as tensors
 (Fashion-MNIST), :meth:`SystemNoise.apply` round-trips each image through the decoder's library's JPEG
 (or PNG) codec with that library's defaults, then has the resizer scale it up to ``size / crop_pct`` and
@@ -22,11 +22,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from noise.base import Condition, Noise
-from noise.registry import register_noise
-from noise.system import codecs
-from noise.system.codecs import CODECS, DECODERS
-from noise.system.resize import RESIZERS, Pipeline, check_resizer, reference_resizer, resample_round_trip
+from robustart.noise.base import Condition, Noise
+from robustart.noise.registry import register_noise
+from robustart.noise.system import codecs
+from robustart.noise.system.codecs import CODECS, DECODERS
+from robustart.noise.system.resize import RESIZERS, Pipeline, check_resizer, reference_resizer, resample_round_trip
 
 __all__ = ["CODECS", "DECODERS", "RESIZERS", "Pipeline", "SystemNoise", "reference_resizer"]
 
@@ -116,7 +116,7 @@ class SystemNoise(Noise):
         return self._round_trips[decoder]
 
     def metric_rows(self, predictions):
-        from evaluation.system import system_rows  # the rows are pure functions of the per-sample table
+        from robustart.evaluation.system import system_rows  # the rows are pure functions of the per-sample table
 
         return system_rows(predictions, self.name)
 

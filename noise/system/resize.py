@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from noise.system import codecs
+from robustart.noise.system import codecs
 
 #: resizer name -> (library, method); the PIL filters, OpenCV's interpolation flags, and
 #: ``torch.nn.functional.interpolate`` (on floats in [0, 1], clamped back) with and without antialiasing
@@ -131,7 +131,7 @@ class Pipeline:
     plain frozen dataclass, so data-loader workers receive it pickled.
 
     Attributes:
-        decoder: one of :data:`noise.system.codecs.DECODERS`.
+        decoder: one of :data:`robustart.noise.system.codecs.DECODERS`.
         resizer: one of :data:`RESIZERS`.
         size: the model's input size (the crop).
         crop_pct: the crop's share of the resized image (the shorter side is resized to ``size / crop_pct``).

@@ -1,0 +1,1 @@
+"""robustart's Hydra config groups, shipped as package data and found by Hydra as ``pkg://robustart.conf``."""
