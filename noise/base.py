@@ -54,18 +54,8 @@ class Noise(ABC):
         model: nn.Module | None = None,
     ) -> torch.Tensor: ...
 
-    # What a noise learns while it runs, beyond the images it returns. The run reads these once the
-    # evaluation is over; noises without such extras keep the defaults.
-
-    def sample_columns(self):
-        """Extra per-sample columns (a pandas frame keyed by ``noise, condition, eps, sample_id``) that the run
-        joins onto ``predictions.parquet``, e.g. an attack's per-sample ``min_eps``; ``None`` if none."""
-        return None
-
-    def metric_rows(self, predictions):
-        """Extra metric rows (dicts or a frame in the columns of :func:`evaluation.metrics.aggregate_row`) computed
-        from the finished per-sample ``predictions`` and what the noise recorded; ``None`` if none."""
-        return None
+    # What a noise learns while it runs, beyond the images it returns, is plain data in the attributes that
+    # ``recorded`` lists; the evaluation turns it into metric rows once the run is over (a noise scores nothing).
 
     def report(self) -> dict:
         """JSON-able facts for the run's manifest (attack costs, validity warnings), ``{}`` if none."""
@@ -139,19 +129,6 @@ class NoiseSuite(Noise):
 
     def apply(self, images, labels, sample_ids, condition, model=None):
         return self.members[condition.noise].apply(images, labels, sample_ids, condition, model)
-
-    def sample_columns(self):
-        import pandas as pd
-
-        parts = [c for m in self.members.values() if (c := m.sample_columns()) is not None and len(c)]
-        return pd.concat(parts, ignore_index=True) if parts else None
-
-    def metric_rows(self, predictions):
-        import pandas as pd
-
-        parts = [pd.DataFrame(r) for m in self.members.values() if (r := m.metric_rows(predictions)) is not None]
-        parts = [p for p in parts if len(p)]
-        return pd.concat(parts, ignore_index=True) if parts else None
 
     def report(self) -> dict:
         return {name: r for name, m in self.members.items() if (r := m.report())}

@@ -12,10 +12,10 @@ import hydra
 from omegaconf import DictConfig
 
 from robustart.config import register_configs
+from robustart.errors import USER_ERROR, UserError
 
 #: the config groups ship inside the package (the repository's conf/ folder), so any install has a command line
 CONF_PATH = "pkg://robustart.conf"
-USER_ERROR = 2
 _task_started = False
 
 
@@ -23,7 +23,7 @@ _task_started = False
 def _hydra_entry(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
-    from robustart.run import UserError, run
+    from robustart.run import run
 
     try:
         run(cfg)

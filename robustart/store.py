@@ -129,3 +129,29 @@ def is_done(run_dir: Path) -> bool:
 
 def mark_done(run_dir: Path) -> None:
     atomic_write(Path(run_dir) / DONE_FILE, lambda tmp: Path(tmp).write_text("done\n"))
+
+
+def find_run(results_dir: Path | str, name: str, option: str) -> Path:
+    """The folder of the finished run ``name``: a run folder, or a run id under ``results_dir``. ``option`` is the
+    setting that named it (``noise.source``, ``noise.baseline_run``), for the error messages."""
+    from robustart.errors import UserError
+
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        results = Path(results_dir).expanduser()
+        matches = sorted(results.glob(f"*-{name}")) if results.is_dir() else []
+        if len(matches) != 1:
+            raise UserError(f"{option}={name}: no run folder or run id of that name in {results}")
+        folder = matches[0]
+    if not is_done(folder):
+        raise UserError(f"{option}={name}: {folder} is not a finished run (no 'done' file)")
+    return folder
+
+
+def read_run(run_dir: Path) -> tuple[Any, Any, dict]:
+    """``(metrics, predictions, manifest)`` of a finished run, as pandas frames and a dict."""
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    manifest = json.loads((run_dir / MANIFEST_FILE).read_text())
+    return pd.read_parquet(run_dir / METRICS_FILE), pd.read_parquet(run_dir / PREDICTIONS_FILE), manifest

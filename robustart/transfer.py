@@ -2,7 +2,7 @@
 
 :func:`bind_sources` runs in the run's ``prepare``: it builds each transfer noise's source, checks that it
 fits the target (classes, channels, input size) and binds it, so a bad source stops the run with a
-:class:`~robustart.run.UserError` before any work.
+:class:`~robustart.errors.UserError` before any work.
 
 - A zoo name (``noise.source=resnet50``) takes ``noise.source_weights`` (``pretrained`` when unset,
   ``random`` seeded by the run's seed, or a file, pinned by ``noise.source_sha256``).
@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from robustart import store
-from robustart.run import UserError, find_run
+from robustart.errors import UserError
 
 
 def transfer_noises(noise) -> list:
@@ -66,7 +66,7 @@ def load_source(cfg: DictConfig, name: str, weights: str | None = None, sha256: 
         raise UserError(
             f"unknown noise.source={name!r}: neither a zoo model (valid: {zoo}) nor a run folder or run id in {results}"
         )
-    return _run_source(find_run(cfg, name, "noise.source"), name)
+    return _run_source(store.find_run(cfg.paths.results_dir, name, "noise.source"), name)
 
 
 def _describe(model, **extra) -> dict:

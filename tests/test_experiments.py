@@ -13,7 +13,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from robustart import model_zoo, store
 from robustart.model_zoo import nas
-from robustart.run import _check_training, build_noise, recipe_label
+from robustart.run import build_noise, check_training, recipe_label
 from tests.conftest import CONF, compose_config, run_cli, run_dirs
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -61,7 +61,7 @@ def check_runnable(cfg) -> None:
     conditions = build_noise(cfg.noise).conditions()
     assert conditions or cfg.noise.name == "clean", f"noise {cfg.noise.name} has no conditions"
     if cfg.training is not None:
-        _check_training(cfg, "cpu")
+        check_training(cfg, "cpu")
 
 
 def test_every_study_is_listed():

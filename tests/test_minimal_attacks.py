@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from robustart import model_zoo
-from robustart.evaluation import evaluate, summarize
+from robustart.evaluation import evaluate, noise_rows, summarize
 from robustart.evaluation.curves import EPS_CURVE, STEPS_CURVE, robust_at, survival
 from robustart.noise import create_noise
 from robustart.noise.adversarial.minimal import library_attack, search_min_eps
@@ -173,17 +173,17 @@ def test_min_eps_breaks_the_sample_and_the_bracket_below_does_not(tiny, name):
 def test_min_eps_noise_in_an_evaluation(tiny):
     """Through the evaluator: the returned images are broken exactly where min_eps is a number, the column
     joins onto the predictions, and the rows cover the searched range."""
-    from robustart.run import _join_sample_columns
+    from robustart.engine import join_sample_columns
 
     model, x, y = tiny
     noise = create_noise("min_eps", attacks=["fgsm"], init="2/255", search_steps=3, binsearch_steps=4,
                          curve_points=5)  # fmt: skip
     predictions = evaluate(model, [(x, y, torch.arange(4))], noise)
-    joined = _join_sample_columns(predictions, noise.sample_columns())
+    joined = join_sample_columns(predictions, noise_rows.sample_columns(noise))
     attacked = joined[joined["noise"] == "min_eps"].set_index("sample_id")
     assert attacked["correct"].tolist() == attacked["min_eps"].isna().tolist()
     assert joined[joined["noise"] == "clean"]["min_eps"].isna().all()
-    rows = pd.DataFrame(noise.metric_rows(joined))
+    rows = noise_rows.metric_rows(noise, joined)
     curve = rows[rows["metric"] == EPS_CURVE]
     assert curve["eps"].tolist() == pytest.approx([0, 4 / 255, 8 / 255, 12 / 255, 16 / 255])
     assert curve["value"].iloc[0] == 0.75  # every sample but the misclassified one
@@ -198,7 +198,8 @@ def test_minimal_attacks_record_the_l2_norm_of_what_they_return(tiny, name, opti
     [condition] = noise.conditions()
     adv = noise.apply(x, y, torch.arange(4), condition, model)
     assert adv.shape == x.shape and adv.min() >= 0 and adv.max() <= 1
-    min_eps = noise.sample_columns().set_index("sample_id")["min_eps"].to_numpy(dtype="float64", na_value=np.nan)
+    min_eps = noise_rows.sample_columns(noise).set_index("sample_id")["min_eps"]
+    min_eps = min_eps.to_numpy(dtype="float64", na_value=np.nan)
     with torch.no_grad():
         broken = (model(adv).argmax(1) != y).numpy()
     norms = (adv - x).flatten(1).norm(dim=1).double().numpy()
@@ -212,8 +213,8 @@ def test_min_eps_column_keeps_nan_apart_from_null(tmp_path):
     import pyarrow.parquet as pq
 
     from robustart import store
+    from robustart.engine import join_sample_columns
     from robustart.noise import Condition
-    from robustart.run import _join_sample_columns
 
     noise = create_noise("deepfool")
     noise.record(Condition("deepfool", "deepfool"), torch.tensor([0, 1]), torch.tensor([0.5, math.nan]))
@@ -223,7 +224,8 @@ def test_min_eps_column_keeps_nan_apart_from_null(tmp_path):
         "sample_id": [0, 1, 0, 1], "label": 0, "pred": 0, "correct": True, "correct_top5": True,
         "confidence": np.float32(1), "margin": np.float32(1),
     })  # fmt: skip
-    joined = _join_sample_columns(predictions, noise.sample_columns()).assign(run_id="r", model="m", weights="w")
+    joined = join_sample_columns(predictions, noise_rows.sample_columns(noise))
+    joined = joined.assign(run_id="r", model="m", weights="w")
     store.write_table(joined, store.predictions_schema(), tmp_path / "p.parquet")
     column = pq.read_table(tmp_path / "p.parquet").column("min_eps").to_pylist()
     assert column[:2] == [None, None] and column[2] == 0.5 and math.isnan(column[3])
@@ -244,7 +246,7 @@ def test_iteration_curve_ends_at_the_runs_robust_accuracy(tiny):
     predictions = evaluate(model, batches, noise)
     assert not model.training  # the recorder hands the attack the model's own mode
     assert predictions.equals(evaluate(model, batches, plain))  # recording changes no adversarial example
-    rows = pd.DataFrame(noise.metric_rows(predictions))
+    rows = noise_rows.metric_rows(noise, predictions)
     assert (rows["metric"] == STEPS_CURVE).all()
     summary = summarize(predictions).set_index(["metric", "eps"])["value"]
     for eps, curve in rows.groupby("eps"):
@@ -284,7 +286,7 @@ def test_fgsm_curve_matches_fgsm_at_each_scanned_budget(fashion_subset_model):
     budgets = [init * k for k in (1, 2, 4, 8, 16)]
     fgsm = create_noise("fgsm", eps=budgets)
     evaluate(model, [(x, y, ids)], search)
-    min_eps = search.sample_columns()["min_eps"].to_numpy(dtype="float64", na_value=np.nan)
+    min_eps = noise_rows.sample_columns(search)["min_eps"].to_numpy(dtype="float64", na_value=np.nan)
     predictions = evaluate(model, [(x, y, ids)], fgsm)
     for eps in budgets:
         rows = predictions[(predictions["noise"] == "fgsm") & (predictions["eps"] == eps)].sort_values("sample_id")

@@ -17,6 +17,7 @@ import torch
 
 from robustart import parts, store
 from robustart.data import TensorDataset
+from robustart.evaluation import noise_rows
 from robustart.noise import create_noise
 from robustart.noise.base import merge_records
 from tests.conftest import FAST, REPO, run_cli, run_dirs
@@ -69,7 +70,7 @@ def _run(tmp_path, noise_factory, world: int, batch_size: int = 4):
     noise = noise_factory()
     checks = ValidityChecks(lambda cond: norm_of(noise, cond))
     merged = parts.merge_parts(tmp_path, parts.units(noise, data), noise, checks, world)
-    extra = noise.metric_rows(merged.predictions)
+    extra = noise_rows.metric_rows(noise, merged.predictions)
     return merged.predictions, pd.DataFrame(extra), noise.report(), checks.metric_rows()
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from robustart import model_zoo, store
-from robustart.evaluation import evaluate, summarize
+from robustart.evaluation import evaluate, noise_rows, summarize
 from robustart.evaluation.metrics import transfer_asr
 from robustart.noise import Condition, create_noise
 from robustart.run import UserError, run
@@ -45,7 +45,7 @@ def test_metric_rows_per_budget_from_hand_made_predictions():
     rows += [("transfer", "fgsm", 2 / 255, i, c) for i, c in enumerate([True, True, False, False])]
     rows += [("transfer", "fgsm", 8 / 255, i, c) for i, c in enumerate([False, False, False, False])]
     predictions = pd.DataFrame(rows, columns=["noise", "condition", "eps", "sample_id", "correct"])
-    out = pd.DataFrame(noise.metric_rows(predictions)).set_index("eps")
+    out = noise_rows.metric_rows(noise, predictions).set_index("eps")
     assert list(out["metric"]) == ["transfer_asr"] * 2 and set(out["condition"]) == {"fgsm"}
     # both correct when clean: samples 0 and 1
     assert out.loc[2 / 255, ["value", "n"]].tolist() == [0.0, 2]
@@ -94,7 +94,7 @@ def test_source_equal_to_target_is_the_white_box_attack(fashion_subset_model):
     transfer = create_noise("transfer", source=model, eps=["2/255", "8/255"])
     predictions = evaluate(model, [(x[:32], y[:32], ids[:32]), (x[32:], y[32:], ids[32:])], transfer)
     rows = summarize(predictions).set_index(["metric", "eps"])["value"]
-    asr = pd.DataFrame(transfer.metric_rows(predictions)).set_index("eps")
+    asr = noise_rows.metric_rows(transfer, predictions).set_index("eps")
     clean = predictions[predictions["noise"] == "clean"]
     assert transfer.report()["source_top1"] == pytest.approx(clean["correct"].mean())
     for eps, row in asr.iterrows():
@@ -116,7 +116,7 @@ def test_another_source_transfers_less_than_the_white_box_attack(fashion_subset_
     asr = {}
     for name, noise in (("white", white), ("other", other)):
         predictions = evaluate(model, [(x, y, ids)], noise)
-        asr[name] = noise.metric_rows(predictions)[0]
+        asr[name] = noise_rows.metric_rows(noise, predictions).iloc[0]
     with torch.no_grad():
         both = ((stranger(x).argmax(1) == y) & (model(x).argmax(1) == y)).sum().item()
     assert asr["other"]["n"] == both < asr["white"]["n"]

@@ -14,6 +14,10 @@ reference, every attack on every image, with the same seeds. One caveat remains.
 in a different order at a different batch size (about 1e-7 on L2 gradients here). Sign-based Linf steps
 absorb that, and an image sitting that close to the decision boundary is the only case it could move.
 
+**Records.** Per budget and image, the attack that broke it first (``broken_by``) and, per attack, whether
+the image survived it (``outcomes``); the evaluation scores them (``broken_first`` rows, see
+:mod:`robustart.evaluation.noise_rows`).
+
 **Cost.** Each attack's forward and backward passes through the model are counted per image and reported
 in the manifest (``noise_report``), next to the passes this noise spends on its own checks. The checks are
 one clean forward pass and one forward pass per attack to see which images broke.
@@ -23,7 +27,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import pandas as pd
 import torch
 
 from robustart.noise.adversarial import TorchattacksNoise, check_budgets, parse_eps
@@ -98,21 +101,6 @@ class WorstCase(Noise):
         book = self.broken_by.setdefault(condition.eps, {})
         book.update(zip(sample_ids.tolist(), first, strict=True))
         return worst
-
-    def metric_rows(self, predictions):
-        """``broken_first`` per attack and budget: the share of clean-correct images that the attack broke
-        first in cascade order (identical with and without the cascade)."""
-        from robustart.evaluation.metrics import proportion
-
-        rows = []
-        for eps, book in self.broken_by.items():
-            firsts = pd.Series(book)
-            correct = firsts[firsts != CLEAN]
-            for attack in self.attacks:
-                est = proportion(correct == attack.name)
-                rows.append(dict(noise=WCAR, condition=attack.name, severity=None, eps=eps, metric="broken_first",
-                                 **est._asdict()))  # fmt: skip
-        return rows
 
     def report(self) -> dict:
         return {

@@ -7,8 +7,9 @@ all ``steps`` steps) is scored by the run itself, so the curve's last point come
 equals the run's ``robust_acc``. Point 0 is the attack's starting point: the clean image, or PGD's random
 start.
 
-Turned on per attack with ``noise.iteration_curve=true`` (``pgd_linf``, ``pgd_l2``, ``mim``); the rows are
-``robust_acc_vs_steps`` with the number of steps in ``severity`` (see :mod:`robustart.evaluation.curves`).
+Turned on per attack with ``noise.iteration_curve=true`` (``pgd_linf``, ``pgd_l2``, ``mim``); the noise records
+the per-step correctness (``step_records``), and the evaluation turns it into ``robust_acc_vs_steps`` rows with the
+number of steps in ``severity`` (see :mod:`robustart.evaluation.noise_rows`).
 """
 
 from __future__ import annotations
@@ -62,9 +63,9 @@ class IterationCurveNoise(TorchattacksNoise):
         self.step_records.setdefault(condition, []).append((ids, recorder.correct().numpy()))
         return adv
 
-    def step_correct(self, condition: Condition, predictions=None) -> tuple[np.ndarray, np.ndarray]:
-        """``(sample_ids, correct)`` with ``correct[:, k]`` = still correct after ``k`` steps. With the run's
-        ``predictions``, the last column is the scored output of the attack (after all steps)."""
+    def step_correct(self, condition: Condition) -> tuple[np.ndarray, np.ndarray]:
+        """``(sample_ids, correct)`` with ``correct[:, k]`` = still correct at the ``k``-th model call, i.e. after
+        ``k`` steps (the attack's output, after all steps, is scored by the run, not here)."""
         parts = self.step_records[condition]
         if len({c.shape[1] for _, c in parts}) != 1:
             raise ValueError(f"attack {self.name!r} called the model a varying number of times per batch")
@@ -72,21 +73,4 @@ class IterationCurveNoise(TorchattacksNoise):
         correct = np.concatenate([c for _, c in parts])
         _, last = np.unique(ids[::-1], return_index=True)  # a sample attacked twice: keep its latest record
         keep = np.sort(len(ids) - 1 - last)
-        ids, correct = ids[keep], correct[keep]
-        if predictions is not None and len(predictions):
-            mine = (predictions["noise"] == condition.noise) & (predictions["condition"] == condition.name)
-            rows = predictions[(mine & (predictions["eps"] == condition.eps)).fillna(False).astype(bool)]
-            final = rows.set_index("sample_id")["correct"].reindex(ids)
-            if final.notna().all():
-                correct = np.column_stack([correct, final.to_numpy(dtype=bool)])
-        return ids, correct
-
-    def metric_rows(self, predictions):
-        """``robust_acc_vs_steps`` rows of every budget attacked (see :mod:`robustart.evaluation.curves`)."""
-        from robustart.evaluation.curves import steps_rows
-
-        rows = []
-        for condition in self.step_records:
-            _, correct = self.step_correct(condition, predictions)
-            rows += steps_rows(self.name, condition.name, condition.eps, correct)
-        return rows
+        return ids[keep], correct[keep]

@@ -8,8 +8,9 @@ prediction (0 for a sample misclassified when clean, NaN where the attack never 
 - ``min_eps``, ARES's search for the smallest budget at which a budgeted attack (``fgsm``, ``pgd_linf``,
   ``mim`` from torchattacks, Linf) succeeds, per sample (:func:`search_min_eps`).
 
-The run joins ``min_eps`` onto ``predictions.parquet`` (:meth:`MinimalPerturbationNoise.sample_columns`)
-and adds the curve rows of :mod:`robustart.evaluation.curves` to ``metrics.parquet``. The images these noises return
+The noises only record ``min_eps`` (:meth:`MinimalPerturbationNoise.measured`); the evaluation joins it onto
+``predictions.parquet`` and adds the budget-curve rows to ``metrics.parquet`` (see
+:mod:`robustart.evaluation.noise_rows`). The images these noises return
 are the adversarial examples at ``min_eps`` (the clean image for a sample misclassified already, the
 strongest failed attempt where the attack never succeeded), so the run's ``acc`` row of such a condition is
 the share of samples never broken.
@@ -22,7 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
@@ -47,8 +47,8 @@ def _predictions(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 class MinimalPerturbationNoise(Noise):
     """A noise that measures a per-sample minimal budget ``min_eps`` under each of its conditions.
 
-    Subclasses call :meth:`record` from ``apply``; this class turns the records into the ``min_eps`` column
-    of the predictions and the curve rows of the metrics.
+    Subclasses call :meth:`record` from ``apply``; this class keeps the records per condition (:meth:`measured`),
+    which the evaluation turns into the ``min_eps`` column of the predictions and the curve rows of the metrics.
 
     Args:
         name: registry name (the results' ``noise`` column).
@@ -79,48 +79,26 @@ class MinimalPerturbationNoise(Noise):
         """The end of the budget grid; ``None``: the largest finite ``min_eps`` of each condition."""
         return self.curve_max
 
-    def sample_columns(self) -> pd.DataFrame | None:
-        """``noise, condition, eps, sample_id, min_eps``; ``min_eps`` keeps NaN (never broken) apart from null
-        (a noise that does not measure it) through to the Parquet file."""
-        frames = []
+    def measured(self) -> dict[Condition, tuple[np.ndarray, np.ndarray]]:
+        """Per condition, in the order measured: ``(sample_ids, min_eps)`` (int64, float64 with NaN where never
+        broken); a sample measured twice keeps its latest value."""
+        out = {}
         for cond, parts in self._records.items():
             ids = np.concatenate([i for i, _ in parts])
             values = np.concatenate([v for _, v in parts])
-            n = len(ids)
-            frames.append(pd.DataFrame({
-                "noise": cond.noise,
-                "condition": cond.name,
-                "eps": pd.array([cond.eps] * n, dtype="Float64"),
-                "sample_id": ids,
-                "min_eps": pd.arrays.FloatingArray(values, np.zeros(n, dtype=bool)),
-            }))  # fmt: skip
-        if not frames:
-            return None
-        frame = pd.concat(frames, ignore_index=True)
-        return frame.drop_duplicates(["noise", "condition", "sample_id"], keep="last", ignore_index=True)
-
-    def metric_rows(self, predictions):
-        """``robust_acc_vs_eps`` and ``min_eps_qNN`` rows per condition (see :mod:`robustart.evaluation.curves`), from
-        the predictions' ``min_eps`` column (or this noise's own records when the table has none)."""
-        from robustart.evaluation.curves import curve_rows
-
-        if predictions is None or "min_eps" not in predictions:
-            predictions = self.sample_columns()
-            if predictions is None:
-                return None
-        return curve_rows(predictions, self.name, points=self.curve_points, upper=self.curve_upper())
+            _, last = np.unique(ids[::-1], return_index=True)
+            keep = np.sort(len(ids) - 1 - last)
+            out[cond] = ids[keep], values[keep]
+        return out
 
     def report(self) -> dict:
         """Per condition: samples measured, misclassified when clean, never broken."""
-        frame = self.sample_columns()
-        if frame is None:
-            return {}
-        out = {}
-        for cond, group in frame.groupby("condition", sort=False):
-            values = group["min_eps"].to_numpy(dtype="float64", na_value=np.nan)
-            out[cond] = {"samples": len(values), "clean_wrong": int((values == 0).sum()),
-                         "never_broken": int(np.isnan(values).sum())}  # fmt: skip
-        return {"min_eps": out}
+        out = {
+            cond.name: {"samples": len(values), "clean_wrong": int((values == 0).sum()),
+                        "never_broken": int(np.isnan(values).sum())}
+            for cond, (_, values) in self.measured().items()
+        }  # fmt: skip
+        return {"min_eps": out} if out else {}
 
 
 # ---------------------------------------------------------------------------------- minimal-perturbation attacks

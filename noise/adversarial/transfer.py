@@ -3,9 +3,10 @@
 RobustART's transfer sweep crafts FGSM examples at {0.5, 2, 8}/255 on every source model and evaluates every
 other model on them. Here any registered attack crafts them (``fgsm`` by default, with the attack's own
 options and default budgets), the run's model is the target, and the usual ``robust_acc`` / ``ar`` rows
-describe the target on the transferred examples. :meth:`TransferNoise.metric_rows` adds RobustART's
-``transfer_asr`` per budget: among the images both models classify correctly when clean, the share the target
-gets wrong on the source's example (:func:`robustart.evaluation.metrics.transfer_asr`).
+describe the target on the transferred examples. The noise records whether the source classifies each clean
+image correctly (``source_correct``), from which the evaluation adds RobustART's ``transfer_asr`` per budget:
+among the images both models classify correctly when clean, the share the target gets wrong on the source's
+example (see :mod:`robustart.evaluation.noise_rows`).
 
 The noise names its source by a string (a zoo model or a finished run, resolved by the run, which calls
 :meth:`TransferNoise.bind_source`), or takes the source ``nn.Module`` itself when used as a library:
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import pandas as pd
 import torch
 from torch import nn
 
@@ -40,7 +40,7 @@ class TransferNoise(Noise):
         source: the source model, or its name for the run to resolve and bind (:meth:`bind_source`).
 
     While it runs, the noise records per sample whether the source classifies the clean image correctly
-    (one source forward pass per batch), which :meth:`metric_rows` needs for ``transfer_asr``.
+    (one source forward pass per batch), which the evaluation needs for ``transfer_asr``.
     """
 
     needs_model = True
@@ -93,23 +93,6 @@ class TransferNoise(Noise):
         with torch.inference_mode():
             correct = (source(images).argmax(1) == labels).tolist()
         self.source_correct.update(zip(ids, correct, strict=True))
-
-    def metric_rows(self, predictions):
-        """``transfer_asr`` per condition (attack x budget), from the target's clean and adversarial rows in
-        ``predictions`` and the source's clean correctness recorded while the noise ran."""
-        from robustart.evaluation.metrics import transfer_asr
-
-        clean = predictions[predictions["noise"] == "clean"].set_index("sample_id")["correct"]
-        source = pd.Series(self.source_correct, dtype=bool)
-        rows = []
-        mine = predictions[predictions["noise"] == TRANSFER]
-        for (name, eps), group in mine.groupby(["condition", "eps"], sort=False):
-            ids = group["sample_id"]
-            flags = [f.reindex(ids, fill_value=False).to_numpy(bool) for f in (source, clean)]
-            est = transfer_asr(*flags, group["correct"].to_numpy(bool))
-            key = dict(noise=TRANSFER, condition=name, severity=None, eps=float(eps))
-            rows.append(dict(key, metric="transfer_asr", **est._asdict()))
-        return rows
 
     def report(self) -> dict:
         """The source (what the run bound), its clean accuracy on the evaluated samples, and the attack's own

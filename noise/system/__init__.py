@@ -7,7 +7,8 @@ the run builds one dataset per condition, decoded in the data-loader workers). O
 (Fashion-MNIST), :meth:`SystemNoise.apply` round-trips each image through the decoder's library's JPEG
 (or PNG) codec with that library's defaults, then has the resizer scale it up to ``size / crop_pct`` and
 back down to its size: the geometry stays the clean image's, so the clean predictions are a fair
-reference, and what changes is only what the libraries do.
+reference, and what changes is only what the libraries do. The rows over the combinations (``sys_mean``,
+``flip_rate``...) are the evaluation's, from the predictions alone (see :mod:`robustart.evaluation.system`).
 
 >>> from noise import create_noise
 >>> [c.name for c in create_noise("imagenet_s", decoders=["pil"], resizers=["pil_nearest", "opencv_area"]).conditions()]
@@ -114,11 +115,6 @@ class SystemNoise(Noise):
             # serially: on small images the codec calls are too short for a thread pool to pay off (measured)
             self._round_trips[decoder] = [codecs.round_trip(decoder, image, self.codec) for image in pixels]
         return self._round_trips[decoder]
-
-    def metric_rows(self, predictions):
-        from robustart.evaluation.system import system_rows  # the rows are pure functions of the per-sample table
-
-        return system_rows(predictions, self.name)
 
     def report(self) -> dict:
         """The libraries behind every decoder, so a number can be traced to the code that produced it."""

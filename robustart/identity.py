@@ -1,0 +1,142 @@
+"""A run's identity: the part of the resolved config that determines its results, hashed into the run id.
+
+Paths, logging, workers and device do not change results and stay out of it. The same hash function keys
+training checkpoints (:func:`training_key`), so a checkpoint is reused by every run that trains the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from robustart.config import NOISE_SCHEMAS, TRAINING_BOOKKEEPING, TrainingConfig
+from robustart.errors import UserError
+
+# What affects results, and so the run identity. Paths, logging, workers and device do not.
+_IDENTITY_KEYS = {
+    "model": None,
+    "data": ("name", "root", "in_root", "split", "train_split"),
+    "noise": None,
+    "training": None,
+    "evaluation": ("batch_size", "max_samples"),
+    "seed": None,
+}
+
+_TRAINING_DEFAULTS = OmegaConf.to_container(OmegaConf.structured(TrainingConfig))
+#: training options added after the first recipes, with their defaults: a recipe that leaves them there keeps
+#: the training hash (and run id) it had before they existed
+
+TRAINING_ADDED = {
+    key: _TRAINING_DEFAULTS[key]
+    for key in ("decay_epochs", "decay_rate", "amp", "channels_last", "ema", "mixup", "cutmix", "mix_prob",
+                "switch_prob", "augment", "augmix_jsd", "drop_rate", "drop_path_rate", "adversarial", "teacher",
+                "teacher_weights", "distill_alpha", "distill_temperature", "init_from")
+}  # fmt: skip
+
+
+def stable_hash(data: Any, length: int = 10) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def _resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config without the NAS settings of runs that do not use them, so that adding those
+    settings left every other run's id (and training hash) as it was."""
+    full = OmegaConf.to_container(cfg, resolve=True)
+    model, training = full.get("model") or {}, full.get("training")
+    if model.get("subnet") is None:
+        model.pop("subnet", None)
+        model.pop("bn_batches", None)
+    if training and training.get("sandwich_random") is None:
+        training.pop("sandwich_random", None)
+        training.pop("inplace_distill", None)
+    if training:
+        for key in TRAINING_BOOKKEEPING:
+            training.pop(key, None)
+        for key, default in TRAINING_ADDED.items():  # techniques left at their defaults
+            if key in training and training[key] == default:
+                training.pop(key)
+    return full
+
+
+def recipe_label(training: DictConfig | dict) -> str:
+    """A readable name for a composed recipe: its base and the techniques added, ``baseline_cnn+mixup+ema``."""
+    return "+".join([training["name"], *[k for k, on in (training.get("techniques") or {}).items() if on]])
+
+
+def identity(cfg: DictConfig) -> dict[str, Any]:
+    """The part of the resolved config that determines the results."""
+    full = _resolved(cfg)
+    ident = {}
+    for key, fields in _IDENTITY_KEYS.items():
+        value = full.get(key)
+        if fields is not None and value is not None:
+            value = {f: value.get(f) for f in fields}
+        ident[key] = value
+    for key in ("root", "in_root"):
+        if ident["data"].get(key):
+            ident["data"][key] = str(Path(ident["data"][key]).expanduser().resolve())
+    # every option with its default spelled out, so a changed default makes a new run
+    ident["noise"] = {"name": cfg.noise.name, "options": noise_options(cfg.noise)}
+    amp = cfg.evaluation.get("amp")  # mixed precision changes the numbers; float32 runs keep their ids
+    if amp is not None and str(amp).lower() not in ("off", "false", "none"):
+        ident["evaluation"]["amp"] = str(amp).lower()
+    return ident
+
+
+def run_directory(cfg: DictConfig) -> tuple[str, Path]:
+    """``(run_id, folder)``: the id is a hash of :func:`identity`, the folder names it readably."""
+    run_id = stable_hash(identity(cfg))
+    results = Path(os.path.expanduser(cfg.paths.results_dir))
+    return run_id, results / f"{cfg.model.name}-{cfg.noise.name}-{cfg.data.name}-{run_id}"
+
+
+def noise_kwargs(name: str, options: dict) -> dict[str, Any]:
+    """The keyword arguments of noise ``name``'s factory: ``options`` over its schema's defaults, checked."""
+    schema = NOISE_SCHEMAS.get(name)
+    if schema is None:
+        raise UserError(f"unknown noise {name!r}; valid names: {', '.join(sorted(NOISE_SCHEMAS))}")
+    try:
+        validated = OmegaConf.merge(OmegaConf.structured(schema), {**options, "name": name})
+    except OmegaConfBaseException as err:
+        raise UserError(f"noise {name!r}: {err}".splitlines()[0]) from None
+    kwargs = OmegaConf.to_container(validated)
+    kwargs.pop("name")
+    return kwargs
+
+
+def noise_options(noise_cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """Each noise of the config (one, or a suite's members) with all its options, schema defaults
+    included and checked: ``{noise name: keyword arguments of its factory}``."""
+    options = OmegaConf.to_container(noise_cfg, resolve=True)
+    if "members" in options:
+        members = options["members"] or {}
+        if not members:
+            raise UserError(f"noise suite {options['name']!r} has no members")
+        return {name: noise_kwargs(name, opts or {}) for name, opts in members.items()}
+    name = options.pop("name")
+    return {name: noise_kwargs(name, options)}
+
+
+def build_noise(noise_cfg: DictConfig):
+    """Turn a noise config (one noise or a suite of members) into a :class:`robustart.noise.Noise`."""
+    from robustart.noise import NoiseSuite, create_noise
+
+    built = [create_noise(name, **kwargs) for name, kwargs in noise_options(noise_cfg).items()]
+    return NoiseSuite(noise_cfg.name, built) if "members" in noise_cfg else built[0]
+
+
+def training_key(cfg: DictConfig) -> tuple[str, dict]:
+    """The hash of what a training run produces: model, training data and recipe. A supernet is trained once
+    for all its subnets, so the subnet id and its batch-norm calibration are not part of it."""
+    full = _resolved(cfg)
+    drop = {"weights", "sha256"} | ({"subnet", "bn_batches"} if full["training"].get("sandwich_random") else set())
+    model = {k: v for k, v in full["model"].items() if k not in drop}
+    data = {k: full["data"].get(k) for k in ("name", "train_split")}
+    key = {"model": model, "data": data, "training": full["training"]}
+    return stable_hash(key, 12), key

@@ -1,0 +1,133 @@
+"""Clean data by config: the evaluation set (or a dataset per condition, for sets that carry their noise) and the
+training set."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from robustart.errors import UserError
+from robustart.identity import noise_options
+
+log = logging.getLogger("robustart")
+
+SHIFT_SETS = ("imagenet_a", "imagenet_o", "imagenet_r", "imagenet_sketch", "imagenetv2")
+
+
+DATA_NAMES = ("fashion_mnist", "fashion_mnist_ood", "imagenet", "imagenet_c", "imagenet_p", *SHIFT_SETS)
+
+
+def load_data(cfg: DictConfig, cache_dir: Path, noise, need_train: bool):
+    """``(eval_data, info, train_data)``: the evaluation set (one dataset, or ``{Condition: dataset}`` for
+    sets that carry their noise: the released ImageNet-C files, ImageNet-O with its in-distribution
+    images, image folders re-decoded by system noise), its description, and the training set when
+    ``need_train`` (training, or a subnet whose batch-norm statistics are re-estimated)."""
+    from robustart import data as datasets
+    from robustart import model_zoo
+    from robustart.evaluation.shift import OOD
+    from robustart.noise import Condition
+
+    ev, train_data = cfg.evaluation, None
+    if cfg.data.name in ("fashion_mnist", "fashion_mnist_ood"):
+        eval_data, info = datasets.load_fashion_mnist(cfg.data.root, cache_dir, cfg.data.split)
+        if need_train:
+            train_data, _ = datasets.load_fashion_mnist(cfg.data.root, cache_dir, cfg.data.train_split)
+        if cfg.data.name == "fashion_mnist_ood":  # the small-scale out-of-distribution pair
+            if cfg.noise.name != "clean":
+                raise UserError("data=fashion_mnist_ood measures out-of-distribution detection: use noise=clean")
+            patches = datasets.photo_patches(len(eval_data), seed=cfg.seed)
+            eval_data = {Condition("clean", "clean"): eval_data, Condition(OOD, "photo_patches"): patches}
+            info.name = "fashion_mnist_ood"
+            info.notes.append(
+                f"out-of-distribution set: {len(patches)} grey 28 px patches of scikit-image's photographs"
+            )
+    elif cfg.data.name in ("imagenet", "imagenet_c", "imagenet_p", *SHIFT_SETS):
+        if need_train:
+            raise UserError(
+                f"training (or re-estimating a subnet's batch norm) on data={cfg.data.name} is not supported yet; "
+                "drop training= or use fashion_mnist"
+            )
+        # the model's own preprocessing, from its metadata
+        meta = model_zoo.get_metadata(cfg.model.name, num_classes=cfg.model.num_classes, in_chans=cfg.model.in_chans,
+                                      img_size=cfg.model.img_size)  # fmt: skip
+        if cfg.data.name == "imagenet":
+            transform = datasets.eval_transform(meta.input_size, meta.crop_pct, meta.interpolation)
+            if cfg.noise.name == "imagenet_p":
+                # ImageNet-P's protocol: the geometric perturbations act on the resized image (256 px for
+                # 224 px models), and every frame is then centre-cropped (the noise does it)
+                resized = math.floor(meta.input_size[-1] / meta.crop_pct)
+                transform = datasets.eval_transform((*meta.input_size[:2], resized), 1.0, meta.interpolation)
+            eval_data, info = datasets.load_imagenet_folder(cfg.data.root, cfg.data.split, transform)
+        elif cfg.data.name in SHIFT_SETS:
+            if cfg.data.name == "imagenet_o" and cfg.noise.name != "clean":
+                raise UserError(
+                    "data=imagenet_o measures out-of-distribution detection on clean images: use noise=clean"
+                )
+            transform = datasets.eval_transform(meta.input_size, meta.crop_pct, meta.interpolation)
+            eval_data, info = datasets.load_shift_folder(cfg.data.name, cfg.data.root, transform, cfg.data.in_root)
+            if isinstance(eval_data, dict):
+                eval_data = {Condition("clean", "clean"): eval_data["in_distribution"],
+                             Condition(OOD, "imagenet_o"): eval_data["imagenet_o"]}  # fmt: skip
+        elif cfg.data.name == "imagenet_p":
+            if cfg.noise.name != "imagenet_p":
+                raise UserError("data=imagenet_p holds perturbation videos: use it with noise=imagenet_p "
+                                "(noise.perturbations and noise.difficulties choose the folders to read)")  # fmt: skip
+            from robustart.noise.natural.perturbations import P_TEST
+
+            options = noise_options(cfg.noise)["imagenet_p"]
+            released, info = datasets.load_imagenet_p_folder(
+                cfg.data.root, options["perturbations"] or list(P_TEST), options["difficulties"], meta.input_size[-1]
+            )
+            eval_data = {Condition(cfg.noise.name, p, severity=d): v for (p, d), v in released.items()}
+        else:
+            if cfg.noise.name != "imagenet_c":
+                raise UserError("data=imagenet_c holds the corrupted images already: use it with noise=imagenet_c "
+                                "(noise.corruptions and noise.severities choose the folders to read)")  # fmt: skip
+            options = noise_options(cfg.noise)["imagenet_c"]
+            transform = datasets.released_transform(meta.input_size)
+            released, info = datasets.load_imagenet_c_folder(
+                cfg.data.root, options["corruptions"], options["severities"], transform
+            )
+            eval_data = {Condition(cfg.noise.name, c, severity=s): d for (c, s), d in released.items()}
+        eval_data = _system_noise_datasets(cfg, noise, eval_data, info, meta)
+    else:
+        raise UserError(f"unknown data {cfg.data.name!r}; valid names: {', '.join(DATA_NAMES)}")
+    if ev.max_samples is not None:
+        if isinstance(eval_data, dict):  # released conditions: the first N images of each
+            eval_data = {k: d.subset(ev.max_samples) for k, d in eval_data.items()}
+            info.num_samples = max(len(d) for d in eval_data.values())
+        elif ev.max_samples < len(eval_data):
+            eval_data = eval_data.subset(ev.max_samples)
+            info.num_samples = len(eval_data)
+    return eval_data, info, train_data
+
+
+def _system_noise_datasets(cfg: DictConfig, noise, eval_data, info, meta):
+    """Image folders under system noise: ``{clean: the model's own preprocessing, decoder/resizer: the same
+    files re-decoded and resized by that pair}`` (decoded in the loader's workers); other data unchanged."""
+    from robustart import data as datasets
+    from robustart.noise import Condition
+    from robustart.noise.system import SystemNoise, reference_resizer
+
+    if "members" in cfg.noise and "imagenet_s" in noise_options(cfg.noise):
+        raise UserError(
+            f"noise=imagenet_s re-decodes the image files of data={cfg.data.name} and cannot be a member of a suite "
+            "there; run it alone (in suites it works on in-memory data such as fashion_mnist)"
+        )
+    if not isinstance(noise, SystemNoise):
+        return eval_data
+    if not isinstance(eval_data, datasets.ImageFolderDataset):
+        raise UserError(
+            f"noise=imagenet_s re-decodes image files, which data={cfg.data.name} does not provide as one folder "
+            "set; use data=imagenet (or imagenet_a, imagenet_r, imagenet_sketch, imagenetv2)"
+        )
+    size, crop_pct = meta.input_size[-1], meta.crop_pct
+    grid = {c: eval_data.raw(noise.pipeline(c, size, crop_pct)) for c in noise.conditions()}
+    info.notes.append(
+        f"imagenet_s: {len(grid)} decoder x resizer combinations of the raw files; the reference (clean) is the "
+        f"model's own preprocessing, pil/{reference_resizer(meta.interpolation)} at crop_pct {crop_pct}"
+    )
+    return {Condition("clean", "clean"): eval_data, **grid}
