@@ -46,15 +46,19 @@ def read_state_dict(path: str | Path, sha256: str | None = None) -> dict[str, to
                 f"sha256 of {path} is {actual}, expected {sha256}: the file is corrupt or not the one declared "
                 "(fix model.sha256 or the file)"
             )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state: Any = load_file(str(path))
-    else:
-        try:
+            state: Any = load_file(str(path))
+        else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # pickle errors come in many types; report them as one bad-file error
-            raise ValueError(f"cannot read weights from {path}: {err}") from err
+    except Exception as err:  # unpickling and header errors come in many types: one bad-file message for all
+        reason = (str(err).strip().splitlines() or [""])[0][:160]
+        raise ValueError(
+            f"{path} is not a checkpoint: neither a safetensors file nor a state dict that torch.load reads with "
+            f"weights_only=True ({type(err).__name__}{': ' + reason if reason else ''})"
+        ) from None
     for key in _WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

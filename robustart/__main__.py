@@ -38,6 +38,11 @@ def main() -> None:
     if not any(not a.startswith("-") for a in args) and not set(args) & {"--hydra-help", "--info", "--version"}:
         sys.argv.append("experiment=quickstart")
     try:
+        _check_output_folders(sys.argv[1:])
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(USER_ERROR) from None
+    try:
         _hydra_entry()
     except SystemExit as exit_:
         # Hydra exits with 1 when the config cannot be composed (unknown option, misspelt key, bad type):
@@ -45,6 +50,19 @@ def main() -> None:
         if exit_.code == 1 and not _task_started:
             raise SystemExit(USER_ERROR) from None
         raise
+
+
+def _check_output_folders(args: list[str]) -> None:
+    """Hydra creates its run and sweep folders before the task starts; one that cannot be written is the user's
+    error, told in one message instead of Hydra's traceback."""
+    from pathlib import Path
+
+    from robustart.store import check_writable
+
+    for arg in args:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
+            check_writable(Path(value), key)
 
 
 if __name__ == "__main__":

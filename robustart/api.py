@@ -119,7 +119,7 @@ def evaluate(model, data, noise="clean", *, results_dir: str | Path | None = Non
             log.info("already done: %s", run_dir)
             metrics, predictions, manifest = store.read_run(run_dir)
             return Results(metrics, predictions, manifest, run_dir, cached=True)
-        check_writable(run_dir.parent, "results_dir")
+        store.check_writable(run_dir.parent, "results_dir")
     config = {"api": "robustart.evaluate", "options": {k: str(v) for k, v in opts.items()}, **identity}
     job = engine.Job(
         run_id=run_id, run_dir=run_dir, model=model, weights=weights, data=dataset, data_info=info,
@@ -171,17 +171,6 @@ def build_noises(spec, name: str | None = None):
         return NoiseSuite(name, built), name, identity
     except ValueError as err:
         raise UserError(str(err)) from None
-
-
-def check_writable(folder: Path, option: str) -> None:
-    """Refuse an output folder that cannot be created or written, before any work."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
-            pass
-    except OSError as err:
-        reason = err.strerror or err
-        raise UserError(f"{option}={folder} cannot be written ({reason}); choose a writable folder") from None
 
 
 def _fingerprint(dataset, probes: int = 32) -> str:

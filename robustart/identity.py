@@ -6,6 +6,7 @@ training checkpoints (:func:`training_key`), so a checkpoint is reused by every 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -101,6 +102,10 @@ def noise_kwargs(name: str, options: dict) -> dict[str, Any]:
     schema = NOISE_SCHEMAS.get(name)
     if schema is None:
         raise UserError(f"unknown noise {name!r}; valid names: {', '.join(sorted(NOISE_SCHEMAS))}")
+    valid = [f.name for f in dataclasses.fields(schema) if f.name != "name"]
+    unknown = sorted(set(options) - {"name", *valid})
+    if unknown:
+        raise UserError(f"noise {name!r} has no option {unknown[0]!r}; its options: {', '.join(valid)}")
     try:
         validated = OmegaConf.merge(OmegaConf.structured(schema), {**options, "name": name})
     except OmegaConfBaseException as err:

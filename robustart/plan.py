@@ -24,6 +24,33 @@ from robustart.tracking import check_logger
 log = logging.getLogger("robustart")
 
 
+def validate_config(cfg: DictConfig) -> None:
+    """Refuse keys that no schema declares, also those added with ``+`` (which Hydra lets through): a misspelt
+    option must not silently change nothing but the run id. Noise options are checked by their own schemas."""
+    import dataclasses
+    import typing
+
+    from robustart.config import Config
+
+    def walk(node, schema, path: str) -> None:
+        hints = typing.get_type_hints(schema)
+        names = [f.name for f in dataclasses.fields(schema)]
+        for key in node:
+            if key not in hints:
+                raise UserError(f"unknown option {path}{key}; the options of {path.rstrip('.') or 'the config'} are: "
+                                f"{', '.join(names)}")  # fmt: skip
+            inner = [t for t in typing.get_args(hints[key]) or (hints[key],) if dataclasses.is_dataclass(t)]
+            if inner and isinstance(node[key], DictConfig):
+                walk(node[key], inner[0], f"{path}{key}.")
+
+    walk({k: cfg[k] for k in cfg if k != "noise"}, Config, "")
+    noise = cfg.noise
+    extra = sorted(set(noise) - {"name", "members"}) if "members" in noise else []
+    if extra:
+        raise UserError(f"unknown option noise.{extra[0]} of noise suite {noise.name!r}; a suite takes name, members")
+    noise_options(noise)  # each noise's options against its schema
+
+
 @dataclass
 class Plan:
     """Everything built and checked before work starts."""

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from robustart import store
 from robustart.errors import UserError
 from robustart.identity import build_noise, identity, noise_options, recipe_label, run_directory
-from robustart.plan import Plan, check_training, prepare, resolve_device
+from robustart.plan import Plan, check_training, prepare, resolve_device, validate_config
 
 __all__ = ["Plan", "RunResult", "UserError", "build_noise", "check_training", "execute", "identity", "noise_options",
            "prepare", "recipe_label", "run", "run_directory"]  # fmt: skip
@@ -39,10 +39,12 @@ class RunResult:
 def run(cfg: DictConfig) -> RunResult:
     """Run one configured evaluation (training first if ``cfg.training`` is set); skip it if done."""
     t_start = time.monotonic()
+    validate_config(cfg)
     run_id, run_dir = run_directory(cfg)
     if store.is_done(run_dir):
         print(f"already done: {run_dir} (delete its 'done' file to run again)")
         return RunResult(run_dir, skipped=True)
+    store.check_writable(run_dir.parent, "paths.results_dir")
     world = join_world(cfg)
     plan = prepare(cfg, run_id, run_dir)
     plan.world = world

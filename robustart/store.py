@@ -155,3 +155,19 @@ def read_run(run_dir: Path) -> tuple[Any, Any, dict]:
     run_dir = Path(run_dir)
     manifest = json.loads((run_dir / MANIFEST_FILE).read_text())
     return pd.read_parquet(run_dir / METRICS_FILE), pd.read_parquet(run_dir / PREDICTIONS_FILE), manifest
+
+
+def check_writable(folder: Path | str, option: str) -> None:
+    """Refuse an output folder that cannot be created or written (``option`` names the setting), before any work."""
+    import tempfile
+
+    from robustart.errors import UserError
+
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise UserError(f"{option}={folder} cannot be written ({reason}); choose a writable folder") from None
