@@ -18,7 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-USER_ERROR = 2
+from robustart.errors import USER_ERROR
+
 COLUMNS = ("name", "family", "params", "flops", "input_size", "crop_pct", "interpolation", "architecture")
 
 

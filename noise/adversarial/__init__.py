@@ -4,7 +4,7 @@ Budgets are in the units of the attack's norm on [0, 1] pixels (Linf at most 1) 
 users write them (``"8/255"``). The defaults are RobustART's small / mid / large budgets per norm: Linf
 {0.5, 2, 8}/255, L2 {0.5, 2, 8}, L1 {100, 400, 1600} (224 px images).
 
->>> from noise.adversarial import parse_eps
+>>> from robustart.noise.adversarial import parse_eps
 >>> round(parse_eps("8/255"), 6)
 0.031373
 """
@@ -15,136 +15,19 @@ from collections.abc import Sequence
 
 import torch
 
-from robustart.noise.adversarial.per_sample import CountingModel, PassCounter, RowDraws, per_image_entry
-from robustart.noise.base import Condition, Noise
+from robustart.noise.adversarial.attack_base import (
+    NORMS,
+    AutoAttackCall,
+    TorchattacksNoise,
+    check_budgets,
+    check_norm,
+    check_positive,
+    parse_eps,
+)
 from robustart.noise.registry import register_noise
-from robustart.noise.seeding import derive_seed
 
-
-def parse_eps(value: float | int | str) -> float:
-    """Parse an attack budget: a number or a fraction string such as ``"4/255"``; must be >= 0."""
-    if isinstance(value, bool):
-        raise ValueError(f"eps must be a number or a fraction like '4/255', got {value!r}")
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            if "/" in text:
-                num, den = text.split("/", 1)
-                eps = float(num) / float(den)
-            else:
-                eps = float(text)
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"eps must be a number or a fraction like '4/255', got {value!r}") from None
-    else:
-        eps = float(value)
-    if not eps >= 0 or eps == float("inf"):
-        raise ValueError(f"eps must be a finite number >= 0, got {value!r}")
-    return eps
-
-
-NORMS = ("Linf", "L2", "L1")
-
-
-def check_norm(name: str, norm: str, supported: Sequence[str] = NORMS) -> str:
-    """``norm`` if attack ``name`` supports it, else a ValueError listing the ones it does."""
-    if norm not in supported:
-        raise ValueError(f"attack {name!r} does not support norm {norm!r}; supported: {', '.join(supported)}")
-    return norm
-
-
-def check_budgets(name: str, norm: str, eps: Sequence[float]) -> None:
-    """Linf budgets above 1 (the whole pixel range) are a mistake, almost always a missing ``/255``."""
-    if norm == "Linf":
-        large = [e for e in eps if e > 1]
-        if large:
-            raise ValueError(f"attack {name!r}: Linf eps must be at most 1 (pixels are in [0, 1]), got {large}; "
-                             "write budgets like '8/255'")  # fmt: skip
-
-
-def _positive(name: str, what: str, value) -> None:
-    if isinstance(value, bool) or not value > 0:
-        raise ValueError(f"attack {name!r}: {what} must be > 0, got {value!r}")
-
-
-class TorchattacksNoise(Noise):
-    """An attack from torchattacks at a list of budgets.
-
-    Args:
-        name: registry name (the results' ``noise`` and ``condition`` columns).
-        build: ``build(model, eps) -> torchattacks.Attack``.
-        eps: budgets (numbers or ``"a/b"`` strings).
-        seed: seeds the attack's own randomness (PGD's random start) per batch.
-
-        norm: the budget's norm (``Linf``, ``L2``, ``L1``).
-        passes: the attack's nominal forward+backward passes per image, to order a cascade cheapest first.
-
-    By default the libraries draw their random starts as they always do, from torch's global generator for
-    the whole batch, seeded per batch from ``(seed, attack, eps, first sample id)``: runs are reproducible at a
-    fixed batch size and equal the library called directly with that seed. With ``per_image = True`` (set by
-    the WCAR cascade) every image draws its start from a generator of its own
-    (:mod:`robustart.noise.adversarial.per_sample`), so its result does not depend on the other images of its call.
-
-    The forward and backward passes through the model are counted per image (:attr:`passes_used`, reported
-    in the run's manifest).
-    """
-
-    needs_model = True
-    recorded = ("passes_used",)
-
-    def __init__(
-        self, name: str, build, eps: Sequence[float | str], seed: int = 0, norm: str = "Linf", passes: int = 1
-    ) -> None:
-        if not eps:
-            raise ValueError(f"noise {name!r}: eps must list at least one budget")
-        self.name = name
-        self.build = build
-        self.eps = [parse_eps(e) for e in eps]
-        self.seed = seed
-        self.norm = check_norm(name, norm)
-        check_budgets(name, norm, self.eps)
-        self.passes = passes
-        self.per_image = False
-        #: ``{eps: {"images", "forward", "backward"}}`` summed over the batches attacked so far
-        self.passes_used: dict[float, dict[str, int]] = {}
-
-    def conditions(self) -> list[Condition]:
-        return [Condition(self.name, self.name, eps=e) for e in self.eps]
-
-    def apply(self, images, labels, sample_ids, condition, model=None):
-        if model is None:
-            raise ValueError(f"attack {self.name!r} needs the model")
-        if condition.eps == 0:
-            return images
-        counter = PassCounter()
-        attack = self.build(CountingModel(model, counter), condition.eps)
-        if self.per_image:
-            _draw_per_image(attack, RowDraws(derive_seed(self.seed, self.name, condition.eps)))
-            seed = derive_seed(self.seed, self.name, condition.eps)  # shared draws: the same for any batch
-        else:
-            seed = derive_seed(self.seed, self.name, condition.eps, int(sample_ids[0]))
-        devices = [images.device] if images.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            with torch.enable_grad():
-                adv = attack(images, labels)
-        used = self.passes_used.setdefault(condition.eps, {"images": 0, "forward": 0, "backward": 0})
-        used["images"] += len(images)
-        for book in counter.counts.values():
-            for kind, n in book.items():
-                used[kind] += n
-        return adv.detach()
-
-    def report(self) -> dict:
-        return {"passes": {f"{eps:.6g}": dict(used) for eps, used in self.passes_used.items()}}
-
-
-def _draw_per_image(attack, draws: RowDraws) -> None:
-    """Install per-image random draws on a library attack's entry points (see :mod:`.per_sample`)."""
-    if isinstance(attack, _AutoAttackCall):
-        for part in attack.parts():
-            part.attack_single_run = per_image_entry(draws, part.attack_single_run)
-    else:  # a torchattacks attack: its forward receives the clean images
-        attack.forward = per_image_entry(draws, attack.forward)
+__all__ = ["NORMS", "TRAINING_ATTACKS", "TorchattacksNoise", "check_budgets", "check_norm", "parse_eps",
+           "training_attack"]  # fmt: skip
 
 
 def _attack_class(iteration_curve: bool) -> type[TorchattacksNoise]:
@@ -204,8 +87,8 @@ def pgd_l2(
     """PGD with the L2 norm via ``torchattacks.PGDL2``; step = rel_stepsize * eps (``iteration_curve``: as PGD)."""
     import torchattacks
 
-    _positive("pgd_l2", "steps", steps)
-    _positive("pgd_l2", "rel_stepsize", rel_stepsize)
+    check_positive("pgd_l2", "steps", steps)
+    check_positive("pgd_l2", "rel_stepsize", rel_stepsize)
 
     def build(model, e):
         return torchattacks.PGDL2(model, eps=e, alpha=rel_stepsize * e, steps=steps, random_start=random_start)
@@ -229,9 +112,9 @@ def mim(
     """
     import torchattacks
 
-    _positive("mim", "steps", steps)
+    check_positive("mim", "steps", steps)
     alpha = parse_eps(step_size)
-    _positive("mim", "step_size", alpha)
+    check_positive("mim", "step_size", alpha)
 
     def build(model, e):
         return torchattacks.MIFGSM(model, eps=e, alpha=alpha, steps=steps, decay=decay)
@@ -240,25 +123,6 @@ def mim(
 
 
 # ---------------------------------------------------------------------------------------------- pyautoattack
-
-
-class _AutoAttackCall:
-    """``attack(images, labels) -> adversarial images`` for a pyautoattack attack object."""
-
-    def __init__(self, attack, method: str) -> None:
-        self.attack, self.method = attack, method
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.method == "standard":
-            adv, _ = self.attack.run_standard_evaluation(images, labels, batch_size=len(images))
-            return adv
-        return self.attack.perturb(images, labels)
-
-    def parts(self) -> list:
-        """The pyautoattack attack objects that draw random starts (AutoAttack's four, or the one attack)."""
-        if self.method == "standard":
-            return [self.attack.apgd, self.attack.apgd_targeted, self.attack.fab, self.attack.square]
-        return [self.attack]
 
 
 def _device(model) -> torch.device:
@@ -277,13 +141,13 @@ def apgd_ce(
     from pyautoattack.autopgd_base import APGDAttack
 
     check_norm("apgd_ce", norm)
-    _positive("apgd_ce", "steps", steps)
-    _positive("apgd_ce", "restarts", restarts)
+    check_positive("apgd_ce", "steps", steps)
+    check_positive("apgd_ce", "restarts", restarts)
 
     def build(model, e):
         attack = APGDAttack(model, n_iter=steps, norm=norm, n_restarts=restarts, eps=e, seed=seed, loss="ce",
                             device=_device(model))  # fmt: skip
-        return _AutoAttackCall(attack, "perturb")
+        return AutoAttackCall(attack, "perturb")
 
     return TorchattacksNoise("apgd_ce", build, eps, seed, norm=norm, passes=steps * restarts)
 
@@ -311,13 +175,13 @@ def apgd_t(
     from pyautoattack.autopgd_base import APGDAttack_targeted
 
     check_norm("apgd_t", norm)
-    _positive("apgd_t", "steps", steps)
-    _positive("apgd_t", "target_classes", target_classes)
+    check_positive("apgd_t", "steps", steps)
+    check_positive("apgd_t", "target_classes", target_classes)
 
     def build(model, e):
         attack = APGDAttack_targeted(model, n_iter=steps, norm=norm, eps=e, seed=seed, device=_device(model))
         attack.n_target_classes = target_classes
-        return _AutoAttackCall(attack, "perturb")
+        return AutoAttackCall(attack, "perturb")
 
     return TorchattacksNoise("apgd_t", build, eps, seed, norm=norm, passes=steps * target_classes)
 
@@ -334,13 +198,13 @@ def fab(
     from pyautoattack.fab_pt import FABAttack_PT
 
     check_norm("fab", norm)
-    _positive("fab", "steps", steps)
-    _positive("fab", "restarts", restarts)
+    check_positive("fab", "steps", steps)
+    check_positive("fab", "restarts", restarts)
 
     def build(model, e):
         attack = FABAttack_PT(model, n_restarts=restarts, n_iter=steps, eps=e, seed=seed, norm=norm,
                               device=_device(model))  # fmt: skip
-        return _AutoAttackCall(attack, "perturb")
+        return AutoAttackCall(attack, "perturb")
 
     return TorchattacksNoise("fab", build, eps, seed, norm=norm, passes=2 * steps * restarts)
 
@@ -356,12 +220,12 @@ def square(
     from pyautoattack.square import SquareAttack
 
     check_norm("square", norm, ("Linf", "L2"))
-    _positive("square", "queries", queries)
+    check_positive("square", "queries", queries)
 
     def build(model, e):
         attack = SquareAttack(model, p_init=0.8, n_queries=queries, eps=e, norm=norm, n_restarts=1, seed=seed,
                               device=_device(model), resc_schedule=False)  # fmt: skip
-        return _AutoAttackCall(attack, "perturb")
+        return AutoAttackCall(attack, "perturb")
 
     return TorchattacksNoise("square", build, eps, seed, norm=norm, passes=queries)
 
@@ -385,7 +249,7 @@ def autoattack(
     def build(model, e):
         attack = AutoAttack(model, eps=e, norm=norm, version=version, seed=seed, device=_device(model))
         attack.verbose = False
-        return _AutoAttackCall(attack, "standard")
+        return AutoAttackCall(attack, "standard")
 
     # APGD-CE, 9 x APGD-T, 9 x FAB-T (two passes a step) and Square, as run on an image they cannot break
     return TorchattacksNoise("autoattack", build, eps, seed, norm=norm, passes=100 + 900 + 1800 + 5000)

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from robustart.noise.adversarial import TorchattacksNoise, check_budgets, parse_eps
+from robustart.noise.adversarial.attack_base import TorchattacksNoise, check_budgets, parse_eps
 from robustart.noise.adversarial.per_sample import CountingModel, PassCounter
 from robustart.noise.base import Condition, Noise
 from robustart.noise.registry import create_noise, get_noise_entry, register_noise

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustart.noise.adversarial import TorchattacksNoise
+from robustart.noise.adversarial.attack_base import TorchattacksNoise
 from robustart.noise.adversarial.per_sample import ModelWrapper
 from robustart.noise.base import Condition
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustart.noise.adversarial import check_budgets, parse_eps
+from robustart.noise.adversarial.attack_base import check_budgets, parse_eps
 from robustart.noise.base import Condition, Noise
 from robustart.noise.registry import register_noise
 
