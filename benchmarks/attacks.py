@@ -5,9 +5,9 @@ CIFAR-10 test images foolbox ships. Each repeat times
 
 - **direct**: pyautoattack's own classes called directly (``APGDAttack(...).perturb`` or
   ``AutoAttack(...).run_standard_evaluation``), then one forward pass to score the adversarial images;
-- **platform**: a robustart run of the same attack through the run path (a composed Hydra config, the
-  registered noise, ``robustart.run.execute``: clean pass, attack, scoring, per-sample rows, metrics,
-  Parquet files, manifest and ``done`` marker), on the same images held in memory.
+- **platform**: a robustart run of the same attack through ``robustart.evaluate`` (the engine behind the command
+  line: the registered noise, clean pass, attack, scoring, per-sample rows, metrics, Parquet files, manifest
+  and ``done`` marker), on the same images held in memory.
 
 The two alternate (their order swaps every repeat) so that drifting machine load hits both alike; the
 table gives every repeat and the medians; the overhead is the median of the paired ratios. Both must find
@@ -67,29 +67,16 @@ def run_direct(model, x: torch.Tensor, y: torch.Tensor, args) -> int:
 
 
 def run_platform(model, images: torch.Tensor, labels: torch.Tensor, args, folder: Path) -> int:
-    """The same attack as a robustart run (composed config, registered noise, ``execute``); returns the number of
-    images still classified correctly, read from the run's metrics."""
-    from hydra import compose, initialize_config_dir
+    """The same attack as a robustart run (``robustart.evaluate``: the engine the command line uses, writing a
+    run folder); returns the number of images still classified correctly, read from the run's metrics."""
+    import robustart
 
-    from robustart import data
-    from robustart.config import register_configs
-    from robustart.run import Plan, build_noise, execute, run_directory
-
-    t_start = time.monotonic()
-    options = [f"noise.steps={args.steps}"] if args.attack != "autoattack" else []
-    overrides = ["model=cifar_resnet18", f"noise={args.attack}", f"noise.eps=['{args.eps}']", f"noise.seed={args.seed}",
-                 *options, "data.name=cifar10_foolbox", f"evaluation.batch_size={len(images)}", "evaluation.device=cpu",
-                 f"paths.results_dir={folder}"]  # fmt: skip
-    register_configs()
-    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides)
-    run_id, run_dir = run_directory(cfg)
-    info = data.DatasetInfo("cifar10_foolbox", "test", "foolbox", len(images), 10, 3)
-    dataset = data.TensorDataset(images, labels)
-    plan = Plan(cfg, run_id, run_dir, torch.device("cpu"), build_noise(cfg.noise), dataset, info, model)
-    with contextlib.redirect_stdout(io.StringIO()):  # the run's summary table
-        result = execute(plan, t_start)
-    row = result.metrics.query("metric == 'robust_acc'").iloc[0]
+    options = {"eps": [args.eps], "seed": args.seed, **({"steps": args.steps} if args.attack != "autoattack" else {})}
+    data = torch.utils.data.TensorDataset(images, labels)
+    with contextlib.redirect_stdout(io.StringIO()):
+        results = robustart.evaluate(model, data, {args.attack: options}, results_dir=folder, batch_size=len(images),
+                                     device="cpu", data_name="cifar10_foolbox")  # fmt: skip
+    row = results.metrics.query("metric == 'robust_acc'").iloc[0]
     return round(row["value"] * row["n"])
 
 

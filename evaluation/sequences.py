@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -79,7 +79,7 @@ def frame_rows(condition: Condition, labels: torch.Tensor, ids: torch.Tensor, pr
     )
 
 
-def _fix_mmap_threshold(size: int = 1 << 22) -> None:
+def fix_mmap_threshold(size: int = 1 << 22) -> None:
     """Have glibc serve every allocation of ``size`` bytes or more with ``mmap`` (given back when freed).
 
     By default glibc raises that threshold after each large block is freed, so the frames of later chunks
@@ -92,33 +92,6 @@ def _fix_mmap_threshold(size: int = 1 << 22) -> None:
         libc.mallopt(-3, size)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
-
-
-def evaluate_sequences(
-    model: nn.Module,
-    batches_by_condition: Mapping[
-        Condition, Iterable[tuple[Iterable[tuple[int, torch.Tensor]], torch.Tensor, torch.Tensor]]
-    ],
-    *,
-    device: torch.device | str = "cpu",
-    progress: Callable[[str], None] | None = None,
-) -> pd.DataFrame:
-    """Per-frame rows for every condition: ``batches_by_condition[c]`` yields ``(chunks, labels, ids)``, where
-    ``chunks`` is one batch of sequences as :func:`score_chunks` takes it."""
-    _fix_mmap_threshold()
-    device = torch.device(device)
-    model = model.to(device).eval()
-    parts, seen = [], 0
-    for condition, batches in batches_by_condition.items():
-        for chunks, labels, ids in batches:
-            pred, top5 = score_chunks(model, chunks, device)
-            parts.append(frame_rows(condition, labels, ids, pred, top5))
-            seen += len(labels)
-        if progress is not None:
-            progress(f"{condition}: {seen} sequences scored so far")
-    if not parts:
-        raise ValueError("no sequences were evaluated: the dataset is empty")
-    return pd.concat(parts, ignore_index=True)
 
 
 def _pseudo_logits(top5: np.ndarray) -> np.ndarray:

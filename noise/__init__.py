@@ -9,6 +9,8 @@ Every noise is a list of :class:`~robustart.noise.base.Condition` s; ``create_no
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from robustart.noise import adversarial, natural, system  # noqa: F401  (registers the entries)
 from robustart.noise.base import Condition, Noise, NoiseSuite
 from robustart.noise.registry import create_noise, get_noise_entry, list_noises, register_noise
@@ -16,7 +18,12 @@ from robustart.noise.registry import create_noise, get_noise_entry, list_noises,
 __all__ = ["Condition", "Noise", "NoiseSuite", "create_noise", "get_noise_entry", "list_noises", "register_noise"]
 
 
-@register_noise("clean", kind="none")
-def clean() -> NoiseSuite:
+@dataclass
+class CleanOptions:
+    """The clean evaluation takes no options."""
+
+
+@register_noise("clean", kind="none", options=CleanOptions)
+def clean(opts: CleanOptions) -> NoiseSuite:
     """No noise: only the clean evaluation that every run does."""
     return NoiseSuite("clean", [])

@@ -140,6 +140,7 @@ def build_noises(spec, name: str | None = None):
     """``(noise, name, identity)`` from a noise name, a list of names, ``{name: options}`` or ``Noise`` objects;
     several noises become one suite named ``name`` (default: their names joined by ``+``)."""
     from robustart.noise import Noise, NoiseSuite, create_noise
+    from robustart.noise.registry import identity_options
 
     if isinstance(spec, (str, Noise)):
         spec = [spec]
@@ -163,7 +164,7 @@ def build_noises(spec, name: str | None = None):
             built.append(create_noise(item, **kwargs))
         except ValueError as err:
             raise UserError(str(err)) from None
-        identity[item] = kwargs
+        identity[item] = identity_options(item, kwargs)
     if len(built) == 1:
         return built[0], name or built[0].name, identity
     name = name or "+".join(n.name for n in built)

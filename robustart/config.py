@@ -1,13 +1,16 @@
 """Structured config schemas (dataclasses in Hydra's ConfigStore).
 
 The YAML files in ``conf/`` are variants of these schemas, so a misspelt key or a value of the wrong
-type fails while the config is composed, before any work. Each noise YAML names its schema in its
-defaults list (``/noise_schema_<kind>@_here_``), because noises of different kinds take different
-options.
+type fails while the config is composed, before any work. A noise's options are declared once, as the
+dataclass registered with its factory in ``noise/`` (``@register_noise(name, kind=..., options=...)``);
+:func:`register_configs` makes each registered noise's schema from it (``noise_schema_<name>``: the options
+plus ``name``), and a noise YAML names that schema in its defaults list (``/noise_schema_<name>@_here_``) and
+sets only what differs from the defaults.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,281 +55,12 @@ class DataConfig:
 
 
 @dataclass
-class CleanNoiseConfig:
-    name: str = "clean"
-
-
-@dataclass
-class CorruptionNoiseConfig:
-    """ImageNet-C corruptions generated on the fly."""
-
-    name: str = "imagenet_c"
-    #: corruption names; ``null`` means every implemented corruption
-    corruptions: list[str] | None = None
-    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
-    seed: int = 0
-    #: severity parameters: imagenet (224 px), cifar (32 px), tiny (64 px) or auto (by image size)
-    params: str = "auto"
-    #: pass corrupted images through the released set's uint8 truncation + JPEG q85 save
-    released_format: bool = False
-
-
-@dataclass
-class PerturbationNoiseConfig:
-    """ImageNet-P sequences: generated on the fly from clean images, or read with ``data=imagenet_p``."""
-
-    name: str = "imagenet_p"
-    #: perturbation names; ``null`` means the 10 test perturbations
-    perturbations: list[str] | None = None
-    #: noise perturbations: strength 1..3; the others: step between compared frames
-    difficulties: list[int] = field(default_factory=lambda: [1])
-    seed: int = 0
-    #: frames of every sequence in a batch per forward pass (memory is bounded by batch x chunk)
-    chunk: int = 8
-    #: a finished run (folder, or run id in the results folder) whose fp / t5d normalise nmfp and mt5d
-    baseline_run: str | None = None
-    #: schedules: imagenet (ImageNet-P), cifar (CIFAR-10-P), tiny (Tiny-ImageNet-P) or auto (by frame size)
-    params: str = "auto"
-
-
-@dataclass
-class SystemNoiseConfig:
-    """ImageNet-S: every decoder x resizer combination (see ``noise.system``)."""
-
-    name: str = "imagenet_s"
-    #: decoders (pil, opencv, torchvision, ffmpeg); ``null``: all. ffmpeg needs ``robustart[system]``.
-    decoders: list[str] | None = None
-    #: resizers (``noise.system.RESIZERS``: 6 PIL filters, 5 OpenCV flags, 4 torch modes); ``null``: all.
-    resizers: list[str] | None = None
-    #: resize both sides to size / crop_pct (RobustART's ImageNet-S) instead of the shorter side
-    square: bool = False
-    #: the crop's share of the resized image; ``null``: the model's own. In-memory images are resampled to
-    #: size / crop_pct and back (``null``: 0.875, 28 -> 32 -> 28 px)
-    crop_pct: float | None = None
-    #: in-memory images (fashion_mnist): the codec of each library's round trip, jpeg or png
-    codec: str = "jpeg"
-
-
-@dataclass
-class PgdNoiseConfig:
-    """Projected gradient descent; ``eps`` written as users write them (``"4/255"``)."""
-
-    name: str = "pgd_linf"
-    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "8/255"])
-    steps: int = 20
-    #: step size as a fraction of eps (RobustART: 3/40).
-    rel_stepsize: float = 0.075
-    random_start: bool = True
-    seed: int = 0
-    #: also record the accuracy after every step (``robust_acc_vs_steps`` rows)
-    iteration_curve: bool = False
-
-
-@dataclass
-class FgsmNoiseConfig:
-    name: str = "fgsm"
-    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "8/255"])
-    seed: int = 0
-
-
-@dataclass
-class PgdL2NoiseConfig:
-    """PGD-L2 via torchattacks; budgets in L2 units on [0, 1] pixels."""
-
-    name: str = "pgd_l2"
-    eps: list[str] = field(default_factory=lambda: ["0.5", "2.0", "8.0"])
-    steps: int = 20
-    rel_stepsize: float = 0.075
-    random_start: bool = True
-    seed: int = 0
-    iteration_curve: bool = False
-
-
-@dataclass
-class MimNoiseConfig:
-    """Momentum iterative FGSM (Linf) via torchattacks; RobustART's absolute step 0.002."""
-
-    name: str = "mim"
-    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "8/255"])
-    steps: int = 20
-    step_size: str = "0.002"
-    decay: float = 1.0
-    seed: int = 0
-    iteration_curve: bool = False
-
-
-@dataclass
-class ApgdNoiseConfig:
-    """APGD-CE via pyautoattack (``apgd_l1``: the same with the L1 norm and L1 budgets)."""
-
-    name: str = "apgd_ce"
-    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "8/255"])
-    norm: str = "Linf"
-    steps: int = 100
-    restarts: int = 1
-    seed: int = 0
-
-
-@dataclass
-class ApgdL1NoiseConfig:
-    name: str = "apgd_l1"
-    eps: list[str] = field(default_factory=lambda: ["100", "400", "1600"])
-    steps: int = 100
-    restarts: int = 1
-    seed: int = 0
-
-
-@dataclass
-class ApgdTargetedNoiseConfig:
-    """Targeted APGD-DLR via pyautoattack, against the ``target_classes`` likeliest wrong classes."""
-
-    name: str = "apgd_t"
-    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "8/255"])
-    norm: str = "Linf"
-    steps: int = 100
-    target_classes: int = 9
-    seed: int = 0
-
-
-@dataclass
-class FabNoiseConfig:
-    name: str = "fab"
-    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "8/255"])
-    norm: str = "Linf"
-    steps: int = 100
-    restarts: int = 1
-    seed: int = 0
-
-
-@dataclass
-class SquareNoiseConfig:
-    """Square attack (black-box) via pyautoattack; Linf or L2."""
-
-    name: str = "square"
-    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "8/255"])
-    norm: str = "Linf"
-    queries: int = 5000
-    seed: int = 0
-
-
-@dataclass
-class AutoAttackNoiseConfig:
-    """AutoAttack via pyautoattack (standard: APGD-CE, APGD-T, FAB-T, Square)."""
-
-    name: str = "autoattack"
-    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "4/255", "8/255"])
-    norm: str = "Linf"
-    version: str = "standard"
-    seed: int = 0
-
-
-@dataclass
-class WcarNoiseConfig:
-    """Worst-case robustness over ``attacks`` at shared budgets, as a cascade (cheapest attack first, each on
-    the images still unbroken); ``options`` maps an attack to its own settings, e.g. ``{pgd_linf: {steps: 50}}``."""
-
-    name: str = "wcar"
-    attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd_linf", "mim", "autoattack"])
-    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "8/255"])
-    options: dict[str, Any] = field(default_factory=dict)
-    #: false: every attack on every image (the reference the cascade reproduces, at full cost)
-    cascade: bool = True
-    seed: int = 0
-
-
-@dataclass
-class TransferNoiseConfig:
-    """Transfer attack: examples crafted by ``attack`` on the ``source`` model, scored on the run's model."""
-
-    name: str = "transfer"
-    #: a zoo model name, or a finished run (its folder, or its id in the results folder) whose model to use
-    source: str | None = None
-    #: a zoo source's weights: ``pretrained`` (``null``), ``random`` or a file; a run source uses the run's own
-    source_weights: str | None = None
-    source_sha256: str | None = None
-    #: the registered attack that crafts the examples on the source
-    attack: str = "fgsm"
-    #: budgets; ``null`` takes the attack's defaults (FGSM: RobustART's 0.5/255, 2/255, 8/255)
-    eps: list[str] | None = None
-    #: the attack's other options, e.g. ``{steps: 10}`` for pgd_linf
-    attack_options: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-
-
-@dataclass
-class CwNoiseConfig:
-    """Carlini-Wagner L2 via torchattacks: minimal perturbation, no budget; per-sample ``min_eps`` (L2)."""
-
-    name: str = "cw"
-    c: float = 1.0
-    kappa: float = 0.0
-    steps: int = 100
-    lr: float = 0.01
-    #: ``robust_acc_vs_eps`` grid: points from 0 to ``curve_max`` (``null``: the largest min_eps found)
-    curve_points: int = 21
-    curve_max: str | None = None
-
-
-@dataclass
-class DeepFoolNoiseConfig:
-    """DeepFool via torchattacks: minimal perturbation, no budget; per-sample ``min_eps`` (L2)."""
-
-    name: str = "deepfool"
-    steps: int = 50
-    overshoot: float = 0.02
-    curve_points: int = 21
-    curve_max: str | None = None
-
-
-@dataclass
-class MinEpsNoiseConfig:
-    """ARES's per-sample minimal Linf budget of ``attacks`` (fgsm, pgd_linf, mim): exponential (FGSM: linear)
-    search from ``init``, then bisection."""
-
-    name: str = "min_eps"
-    attacks: list[str] = field(default_factory=lambda: ["pgd_linf"])
-    init: str = "0.5/255"
-    search_steps: int = 5
-    binsearch_steps: int = 10
-    #: PGD / MIM iterations per trial, and their step as a fraction of the trial's budget (null: 1.5 / steps)
-    steps: int = 20
-    rel_stepsize: float | None = None
-    decay: float = 1.0
-    curve_points: int = 21
-    #: end of the ``robust_acc_vs_eps`` grid; ``null``: the end of the search, ``init * 2**search_steps``
-    curve_max: str | None = None
-
-
-@dataclass
 class SuiteNoiseConfig:
-    """Several noises in one run. ``members`` maps a noise name to its options."""
+    """Several noises in one run. ``members`` maps a noise name to its options (a suite's YAML gives each member
+    its options schema, ``/noise_options_<name>@members.<name>``, so their keys and types are checked too)."""
 
     name: str = MISSING
     members: dict[str, Any] = field(default_factory=dict)
-
-
-#: schema of each registered noise name, used to validate suite members too.
-NOISE_SCHEMAS: dict[str, type] = {
-    "clean": CleanNoiseConfig,
-    "imagenet_c": CorruptionNoiseConfig,
-    "imagenet_p": PerturbationNoiseConfig,
-    "imagenet_s": SystemNoiseConfig,
-    "pgd_linf": PgdNoiseConfig,
-    "fgsm": FgsmNoiseConfig,
-    "pgd_l2": PgdL2NoiseConfig,
-    "mim": MimNoiseConfig,
-    "apgd_ce": ApgdNoiseConfig,
-    "apgd_l1": ApgdL1NoiseConfig,
-    "apgd_t": ApgdTargetedNoiseConfig,
-    "fab": FabNoiseConfig,
-    "square": SquareNoiseConfig,
-    "autoattack": AutoAttackNoiseConfig,
-    "wcar": WcarNoiseConfig,
-    "transfer": TransferNoiseConfig,
-    "cw": CwNoiseConfig,
-    "deepfool": DeepFoolNoiseConfig,
-    "min_eps": MinEpsNoiseConfig,
-}
 
 
 @dataclass
@@ -457,18 +191,53 @@ class Config:
     seed: int = 0
 
 
+#: schema names of earlier releases, kept so that noise YAMLs written for them still compose
+_OLD_SCHEMA_NAMES = {"corruption": "imagenet_c", "perturbation": "imagenet_p", "pgd": "pgd_linf"}
+_NOISE_SCHEMAS: dict[str, type] = {}
+
+
+def noise_schema(name: str) -> type:
+    """The config schema of the registered noise ``name``: its options dataclass plus ``name: str = "<name>"``.
+
+    The class is ``robustart.config.noise_schema_<name>`` (importable, so a composed config pickles)."""
+    from robustart.noise import get_noise_entry
+
+    if name not in _NOISE_SCHEMAS:
+        options = get_noise_entry(name).options
+        schema = dataclasses.make_dataclass(f"noise_schema_{name}", [("name", str, field(default=name))],
+                                            bases=(options,), namespace={"__doc__": options.__doc__})  # fmt: skip
+        schema.__module__ = __name__
+        _NOISE_SCHEMAS[name] = schema
+    return _NOISE_SCHEMAS[name]
+
+
+def noise_schemas() -> dict[str, type]:
+    """Every registered noise's config schema (:func:`noise_schema`), by noise name."""
+    from robustart.noise import list_noises
+
+    return {name: noise_schema(name) for name in list_noises()}
+
+
+def __getattr__(attr: str) -> type:
+    """``noise_schema_<name>``: the schema of a registered noise, made on first use (see :func:`noise_schema`)."""
+    if attr.startswith("noise_schema_"):
+        from robustart.noise import list_noises
+
+        if (name := attr.removeprefix("noise_schema_")) in list_noises():
+            return noise_schema(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
 def register_configs() -> None:
-    """Put the schemas into Hydra's ConfigStore (idempotent)."""
+    """Put the schemas into Hydra's ConfigStore (idempotent). Per registered noise: ``noise_schema_<name>`` (a noise
+    config: ``name`` and the options) and ``noise_options_<name>`` (the options alone, for a suite's member)."""
+    from robustart.noise import get_noise_entry
+
     cs = ConfigStore.instance()
     cs.store(name="robustart_schema", node=Config)
-    cs.store(name="noise_schema_clean", node=CleanNoiseConfig)
-    cs.store(name="noise_schema_corruption", node=CorruptionNoiseConfig)
-    cs.store(name="noise_schema_perturbation", node=PerturbationNoiseConfig)
-    cs.store(name="noise_schema_pgd", node=PgdNoiseConfig)
-    cs.store(name="noise_schema_fgsm", node=FgsmNoiseConfig)
     cs.store(name="noise_schema_suite", node=SuiteNoiseConfig)
-    for name in ("pgd_l2", "mim", "apgd_ce", "apgd_l1", "apgd_t", "fab", "square", "autoattack", "wcar"):
-        cs.store(name=f"noise_schema_{name}", node=NOISE_SCHEMAS[name])
-    for name in ("cw", "deepfool", "min_eps", "imagenet_s"):
-        cs.store(name=f"noise_schema_{name}", node=NOISE_SCHEMAS[name])
-    cs.store(name="noise_schema_transfer", node=TransferNoiseConfig)
+    for name, schema in noise_schemas().items():
+        cs.store(name=f"noise_schema_{name}", node=schema)
+        cs.store(name=f"noise_options_{name}", node=get_noise_entry(name).options)
+    for old, name in _OLD_SCHEMA_NAMES.items():
+        cs.store(name=f"noise_schema_{old}", node=noise_schema(name))

@@ -94,41 +94,37 @@ def evaluate(job: Job, timings: dict | None = None, t_start: float | None = None
     model = job.model if job.data_info.class_mask is None else MaskedOutputs(job.model, job.data_info.class_mask)
     model = with_precision(model, job.amp, job.channels_last)  # attacks and scoring alike
     t = time.monotonic()
-    frames, checks = None, None
-    if getattr(job.noise, "sequences", False):
-        if job.rank != 0:
-            log.info("rank %d: sequence noises are evaluated by rank 0 alone", job.rank)
-            distributed.shutdown()
-            return None
-        predictions, frames, conditions = _evaluate_sequences(job, model, counter)
-    else:  # condition by condition, each committed as it finishes, batches shared out over the processes
-        work = committed.units(job.noise, job.data)
-        if isinstance(job.data, dict):  # data that carries its conditions: one dataset each, no clean pass
-            conditions = [u.condition for u in work]
-            log.info("evaluating %s on %s: %d conditions (a dataset each), %d images on %s", meta.name,
-                     job.data_name, len(conditions), sum(len(u.dataset) for u in work), job.device)  # fmt: skip
-        else:
-            conditions = [u.condition for u in work if u.condition != CLEAN]
-            log.info("evaluating %s on %s/%s (%d samples) x %d noise conditions + clean on %s", meta.name,
-                     job.data_name, job.data_info.split, job.data_info.num_samples, len(conditions),
-                     job.device)  # fmt: skip
-            if any(c.eps is not None for c in conditions):
-                checks = ValidityChecks(lambda cond: norm_of(job.noise, cond))
-        if job.world > 1:
-            log.info("process %d of %d evaluates batches %d, %d + %d, ... of each condition", job.rank, job.world,
-                     job.rank, job.rank, job.world)  # fmt: skip
+    checks = None
+    work = committed.units(job.noise, job.data)  # condition by condition, each committed as it finishes
+    if isinstance(job.data, dict):  # data that carries its conditions: one dataset each, no clean pass
+        conditions = [u.condition for u in work]
+        log.info("evaluating %s on %s: %d conditions (a dataset each), %d images on %s", meta.name,
+                 job.data_name, len(conditions), sum(len(u.dataset) for u in work), job.device)  # fmt: skip
+    else:
+        conditions = [u.condition for u in work if u.condition != CLEAN]
+        log.info("evaluating %s on %s/%s (%d samples) x %d noise conditions + clean on %s", meta.name,
+                 job.data_name, job.data_info.split, job.data_info.num_samples, len(conditions),
+                 job.device)  # fmt: skip
+        if any(c.eps is not None for c in conditions):
+            checks = ValidityChecks(lambda cond: norm_of(job.noise, cond))
+    if job.world > 1:  # batches shared out over the processes
+        log.info("process %d of %d evaluates batches %d, %d + %d, ... of each condition", job.rank, job.world,
+                 job.rank, job.rank, job.world)  # fmt: skip
+    try:
         committed.run_parts(job.run_dir, work, model, job.noise, batch_size=job.batch_size,
                             num_workers=job.num_workers, device=job.device, checks=checks, rank=job.rank,
                             world=job.world)  # fmt: skip
-        if job.world > 1:
-            distributed.barrier()
-            distributed.shutdown()
-            if job.rank != 0:
-                log.info("rank %d: its parts are committed; rank 0 merges them", job.rank)
-                return None
-        merged = committed.merge_parts(job.run_dir, work, job.noise, checks, job.world)
-        predictions, counter.skipped = merged.predictions, counter.skipped + merged.skipped
-        timings["eval_parts_s"] = merged.seconds
+    except datasets.VideoError as err:  # a released ImageNet-P video that cannot be decoded
+        raise UserError(str(err).strip().splitlines()[-1].removeprefix("robustart.data.VideoError: ")) from None
+    if job.world > 1:
+        distributed.barrier()
+        distributed.shutdown()
+        if job.rank != 0:
+            log.info("rank %d: its parts are committed; rank 0 merges them", job.rank)
+            return None
+    merged = committed.merge_parts(job.run_dir, work, job.noise, checks, job.world)
+    predictions, frames, counter.skipped = merged.predictions, merged.frames, counter.skipped + merged.skipped
+    timings["eval_parts_s"] = merged.seconds
     timings["eval_s"] = time.monotonic() - t
     if counter.skipped:
         msg = f"{counter.skipped} unreadable image(s) were skipped"
@@ -222,47 +218,3 @@ def join_sample_columns(predictions, extra):
         if name not in predictions and name not in ("run_id", "model", "weights"):
             predictions[name] = pd.NA
     return predictions
-
-
-def _evaluate_sequences(job: Job, model, counter):
-    """``(predictions, frames, conditions)`` of a sequence noise (ImageNet-P): per-frame rows of every
-    condition, from the released videos or generated from each clean batch (which is also scored clean)."""
-    import pandas as pd
-
-    from robustart import data as datasets
-    from robustart.evaluation import evaluate as evaluate_batches
-    from robustart.evaluation.evaluator import _Rows
-    from robustart.evaluation.sequences import evaluate_sequences
-    from robustart.noise import create_noise
-    from robustart.noise.natural.sequences import chunked
-
-    noise, device = job.noise, job.device
-    size, workers = job.batch_size, job.num_workers
-    conditions = noise.conditions()
-
-    def released(dataset):
-        for videos, labels, ids in datasets.iterate(dataset, size, workers, counter):
-            yield chunked(videos, noise.chunk), labels, ids
-
-    def generated(cond):
-        for images, labels, ids in datasets.iterate(job.data, size, workers, counter):
-            yield noise.chunks(images.to(device), cond, ids), labels, ids
-
-    log.info("evaluating %s on %s: %d perturbation sequences conditions on %s", job.model.metadata.name,
-             job.data_name, len(conditions), device)  # fmt: skip
-    try:
-        if isinstance(job.data, dict):
-            sources = {cond: released(d) for cond, d in job.data.items()}
-            predictions = pd.DataFrame(columns=["noise", "condition", "severity", "eps", *_Rows.COLUMNS])
-        else:
-            sources = {cond: generated(cond) for cond in conditions}
-            batches = datasets.iterate(job.data, size, workers, counter)
-            if noise.crop is not None:  # frames are cropped after the perturbation: the clean pass likewise
-                from torchvision.transforms.functional import center_crop
-
-                batches = ((center_crop(x, [noise.crop, noise.crop]), y, i) for x, y, i in batches)
-            predictions = evaluate_batches(model, batches, create_noise("clean"), device=device, progress=log.info)
-        frames = evaluate_sequences(model, sources, device=device, progress=log.info)
-    except datasets.VideoError as err:
-        raise UserError(str(err).strip().splitlines()[-1].removeprefix("robustart.data.VideoError: ")) from None
-    return predictions, frames, conditions

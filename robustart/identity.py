@@ -6,7 +6,6 @@ training checkpoints (:func:`training_key`), so a checkpoint is reused by every 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -16,8 +15,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from robustart.config import NOISE_SCHEMAS, TRAINING_BOOKKEEPING, TrainingConfig
+from robustart.config import TRAINING_BOOKKEEPING, TrainingConfig
 from robustart.errors import UserError
+from robustart.noise.registry import get_noise_entry, identity_options
 
 # What affects results, and so the run identity. Paths, logging, workers and device do not.
 _IDENTITY_KEYS = {
@@ -82,8 +82,10 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
     for key in ("root", "in_root"):
         if ident["data"].get(key):
             ident["data"][key] = str(Path(ident["data"][key]).expanduser().resolve())
-    # every option with its default spelled out, so a changed default makes a new run
-    ident["noise"] = {"name": cfg.noise.name, "options": noise_options(cfg.noise)}
+    # every option with its default spelled out, so a changed default makes a new run (but options declared
+    # to leave results as they are, or added after runs existed and left at their defaults, stay out)
+    options = {name: identity_options(name, kwargs) for name, kwargs in noise_options(cfg.noise).items()}
+    ident["noise"] = {"name": cfg.noise.name, "options": options}
     amp = cfg.evaluation.get("amp")  # mixed precision changes the numbers; float32 runs keep their ids
     if amp is not None and str(amp).lower() not in ("off", "false", "none"):
         ident["evaluation"]["amp"] = str(amp).lower()
@@ -98,21 +100,21 @@ def run_directory(cfg: DictConfig) -> tuple[str, Path]:
 
 
 def noise_kwargs(name: str, options: dict) -> dict[str, Any]:
-    """The keyword arguments of noise ``name``'s factory: ``options`` over its schema's defaults, checked."""
-    schema = NOISE_SCHEMAS.get(name)
-    if schema is None:
-        raise UserError(f"unknown noise {name!r}; valid names: {', '.join(sorted(NOISE_SCHEMAS))}")
-    valid = [f.name for f in dataclasses.fields(schema) if f.name != "name"]
+    """The options of noise ``name`` for its factory: ``options`` over its dataclass's defaults, checked."""
+    try:
+        entry = get_noise_entry(name)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    valid = entry.option_names()
     unknown = sorted(set(options) - {"name", *valid})
     if unknown:
         raise UserError(f"noise {name!r} has no option {unknown[0]!r}; its options: {', '.join(valid)}")
     try:
-        validated = OmegaConf.merge(OmegaConf.structured(schema), {**options, "name": name})
+        validated = OmegaConf.merge(OmegaConf.structured(entry.options), {k: v for k, v in options.items()
+                                                                          if k != "name"})  # fmt: skip
     except OmegaConfBaseException as err:
         raise UserError(f"noise {name!r}: {err}".splitlines()[0]) from None
-    kwargs = OmegaConf.to_container(validated)
-    kwargs.pop("name")
-    return kwargs
+    return OmegaConf.to_container(validated)
 
 
 def noise_options(noise_cfg: DictConfig) -> dict[str, dict[str, Any]]:

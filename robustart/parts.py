@@ -22,7 +22,6 @@ import logging
 import math
 import re
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import pandas as pd
 import torch
 
 from robustart.evaluation.evaluator import CLEAN, evaluate_condition
+from robustart.evaluation.progress import Progress
 from robustart.noise import Condition
 
 log = logging.getLogger("robustart")
@@ -114,60 +114,6 @@ def _decode(value):
     return value
 
 
-# ------------------------------------------------------------------------------------------------------ progress
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-class _Progress:
-    """Per condition: a progress bar with its ETA on a terminal; in logs (CI, Slurm), a line at most every
-    ``every`` seconds inside a long condition and one when it ends, with the run's ETA."""
-
-    def __init__(self, total_units: int, already: int, bar: bool | None = None, every: float = 30.0) -> None:
-        self.total, self.done, self.every = total_units, already, every
-        self.bar = sys.stderr.isatty() if bar is None else bar
-        self.unit_times: list[float] = []
-
-    def start(self, unit: Unit, samples: int):
-        self.unit, self.samples, self.seen = unit, samples, 0
-        self.t0 = self.last = time.monotonic()
-        self.tqdm = None
-        if self.bar:
-            from tqdm import tqdm
-
-            self.tqdm = tqdm(
-                total=samples, unit="img", leave=False, desc=f"[{self.done + 1}/{self.total}] {unit.condition}"
-            )
-
-    def step(self, n: int) -> None:
-        self.seen += n
-        if self.tqdm is not None:
-            self.tqdm.update(n)
-            return
-        now = time.monotonic()
-        if now - self.last >= self.every and self.seen < self.samples:
-            self.last = now
-            rate = self.seen / (now - self.t0)
-            log.info("  %s: %d/%d images (%.1f/s), condition ETA %s", self.unit.condition, self.seen, self.samples,
-                     rate, _duration((self.samples - self.seen) / max(rate, 1e-9)))  # fmt: skip
-
-    def finish(self) -> None:
-        took = time.monotonic() - self.t0
-        if self.tqdm is not None:
-            self.tqdm.close()
-        self.done += 1
-        self.unit_times.append(took)
-        left = self.total - self.done
-        eta = f", ETA {_duration(left * sum(self.unit_times) / len(self.unit_times))}" if left else ""
-        log.info("condition %d/%d %s: %d images in %.1f s; %d to go%s", self.done, self.total, self.unit.condition,
-                 self.seen, took, left, eta)  # fmt: skip
-
-
 # -------------------------------------------------------------------------------------------------- run and merge
 
 
@@ -193,29 +139,29 @@ def run_parts(
     todo = [u for u in work if not is_committed(parts / u.folder, rank, world)]
     if len(todo) < len(work):
         log.info("resuming: %d of %d conditions already committed in %s", len(work) - len(todo), len(work), parts)
-    progress = _Progress(len(work), len(work) - len(todo), bar)
+    progress = Progress(len(work), len(work) - len(todo), bar=bar)
     for unit in todo:
         data, batch_ids = shard(unit.dataset, batch_size, rank, world)
         counter = datasets.SkipCounter()
-        sizes: list[int] = []
+        seen_ids: list[np.ndarray] = []  # the sample ids of each batch read, in order
 
-        def counted(batches, sizes=sizes):
+        def counted(batches, seen_ids=seen_ids):
             for batch in batches:
-                sizes.append(len(batch[1]))
+                seen_ids.append(np.asarray(batch[2]))
                 yield batch
 
-        progress.start(unit, len(data))
+        progress.start(unit.condition, len(data))
         t = time.monotonic()
         batches = counted(datasets.iterate(data, batch_size, num_workers, counter))
-        frame = evaluate_condition(model, batches, unit.condition, noise if unit.through_noise else None,
-                                   device=device, checks=checks, on_batch=progress.step)  # fmt: skip
+        frame = evaluate_condition(model, batches, unit.condition, noise, applied=unit.through_noise, device=device,
+                                   checks=checks, on_batch=progress.step)  # fmt: skip
         if frame is None:
             frame = pd.DataFrame({"batch": pd.Series([], dtype="int64")})
         else:
-            frame["batch"] = np.repeat(np.asarray(batch_ids[: len(sizes)], dtype=np.int64), sizes)
+            frame["batch"] = _batch_column(frame, seen_ids, batch_ids)
         state = {
             "condition": _encode(unit.condition),
-            "noise": _encode(noise.take_state()) if unit.through_noise else None,
+            "noise": _encode(noise.take_state()) if unit.through_noise and hasattr(noise, "take_state") else None,
             "checks": _encode(checks.take_state()) if checks is not None else [],
             "skipped": counter.skipped,
             "seconds": time.monotonic() - t,
@@ -228,18 +174,29 @@ def run_parts(
         progress.finish()
 
 
+def _batch_column(frame: pd.DataFrame, seen_ids: list[np.ndarray], batch_ids: list[int]) -> np.ndarray:
+    """The global batch index of each row: a row per sample, or per frame of a sample's sequence."""
+    sizes = [len(ids) for ids in seen_ids]
+    which = np.repeat(np.asarray(batch_ids[: len(sizes)], dtype=np.int64), sizes)
+    if len(frame) == len(which):  # one row per sample, in batch order
+        return which
+    return pd.Series(which, index=np.concatenate(seen_ids)).reindex(frame["sample_id"].to_numpy()).to_numpy()
+
+
 @dataclass
 class Merged:
     predictions: pd.DataFrame
     skipped: int
     seconds: float  # evaluation time summed over parts and processes
+    #: per-frame rows of sequence conditions (ImageNet-P), ``None`` for other noises
+    frames: pd.DataFrame | None = None
 
 
 def merge_parts(run_dir: Path, work: list[Unit], noise, checks=None, world: int = 1) -> Merged:
     """Every unit's parts from ``world`` processes, in condition then batch order (the single-process order);
     the recorded noise and check states are added to ``noise`` and ``checks``."""
     parts = Path(run_dir) / PARTS_DIR
-    frames, skipped, seconds = [], 0, 0.0
+    rows, frames, skipped, seconds = [], [], 0, 0.0
     for unit in work:
         pieces = []
         for rank in range(world):
@@ -260,11 +217,19 @@ def merge_parts(run_dir: Path, work: list[Unit], noise, checks=None, world: int 
             if len(piece):
                 pieces.append(piece)
         if pieces:
-            frames.append(pd.concat(pieces, ignore_index=True).sort_values("batch", kind="stable"))
-    if not frames:
+            merged = pd.concat(pieces, ignore_index=True).sort_values("batch", kind="stable").drop(columns="batch")
+            (frames if "frame" in merged else rows).append(merged)
+    if not rows and not frames:
         raise ValueError("no samples were evaluated: the dataset is empty")
-    predictions = pd.concat(frames, ignore_index=True).drop(columns="batch")
-    return Merged(predictions, skipped, seconds)
+    predictions = pd.concat(rows, ignore_index=True) if rows else _no_predictions()
+    return Merged(predictions, skipped, seconds, pd.concat(frames, ignore_index=True) if frames else None)
+
+
+def _no_predictions() -> pd.DataFrame:
+    """The per-sample table of a run without a clean pass over its own images (released ImageNet-P videos)."""
+    from robustart.evaluation.evaluator import _Rows
+
+    return pd.DataFrame(columns=["noise", "condition", "severity", "eps", *_Rows.COLUMNS])
 
 
 def clear(run_dir: Path) -> None:

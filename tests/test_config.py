@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from robustart.noise import get_noise_entry
 from robustart.run import build_noise, identity, run_directory
 from tests.conftest import CONF, compose_config
 
@@ -71,8 +75,58 @@ def test_run_identity_ignores_paths_and_device_but_not_results():
 
 def test_run_identity_spells_out_noise_defaults():
     implicit = compose_config(["experiment=quickstart"])
-    explicit = compose_config(["experiment=quickstart", "+noise.members.imagenet_c.params=auto"])
-    other = compose_config(["experiment=quickstart", "+noise.members.imagenet_c.params=imagenet"])
+    explicit = compose_config(["experiment=quickstart", "noise.members.imagenet_c.params=auto"])
+    other = compose_config(["experiment=quickstart", "noise.members.imagenet_c.params=imagenet"])
     assert run_directory(implicit)[0] == run_directory(explicit)[0]
     assert run_directory(implicit)[0] != run_directory(other)[0]
     assert identity(implicit)["noise"]["options"]["imagenet_c"]["params"] == "auto"
+
+
+def _defaults(name: str) -> dict:
+    return dataclasses.asdict(get_noise_entry(name).options())
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "noise").glob("*.yaml")), ids=lambda p: p.stem)
+def test_noise_yamls_set_only_what_differs_from_the_defaults(path):
+    raw = OmegaConf.to_container(OmegaConf.load(path))
+    settings = raw.get("members") or {raw["name"]: {k: v for k, v in raw.items() if k not in ("name", "defaults")}}
+    for name, options in settings.items():
+        same = {k: v for k, v in options.items() if _defaults(name)[k] == v}
+        assert not same, f"{path.name} repeats the defaults of {name}: {same}"
+    if "members" in raw:  # a suite gives each member its options schema
+        assert {f"/noise_options_{name}@members.{name}" for name in settings} <= set(raw["defaults"])
+
+
+def test_suite_members_are_checked_while_composing():
+    with pytest.raises(ConfigCompositionException):
+        compose_config(["experiment=quickstart", "noise.members.pgd_linf.stepz=3"])
+    with pytest.raises(ConfigCompositionException):
+        compose_config(["experiment=quickstart", "noise.members.imagenet_c.severities=one"])
+
+
+def test_noise_options_left_out_of_the_run_identity(monkeypatch):
+    """An option added after runs existed (``omit_default``) keeps their ids while at its default; an option that
+    cannot change results (``identity: False``) never enters the id."""
+    from robustart.noise import registry
+
+    entry = get_noise_entry("pgd_linf")
+    expected = {"pgd_linf": {**_defaults("pgd_linf"), "added": 3}}
+
+    @dataclasses.dataclass
+    class Extended(entry.options):
+        added: int = dataclasses.field(default=0, metadata={"identity": registry.OMIT_DEFAULT})
+        verbose: bool = dataclasses.field(default=False, metadata={"identity": False})
+
+    base = compose_config(["noise=pgd_linf"])
+    plain = OmegaConf.to_container(base)
+    monkeypatch.setitem(registry._REGISTRY, "pgd_linf", dataclasses.replace(entry, options=Extended))
+
+    def with_noise(**options):
+        return OmegaConf.create({**plain, "noise": {**plain["noise"], **options}})
+
+    def run_id(**options):
+        return run_directory(with_noise(**options))[0]
+
+    assert run_id() == run_id(added=0) == run_id(verbose=True) == run_directory(base)[0]
+    assert run_id(added=3) != run_id()
+    assert identity(with_noise(added=3))["noise"]["options"] == expected

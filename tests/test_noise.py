@@ -3,6 +3,7 @@ reference implementation where it is deterministic and its statistics where it i
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -13,6 +14,7 @@ from robustart import model_zoo, noise
 from robustart.noise.adversarial import parse_eps
 from robustart.noise.natural import CORRUPTIONS, corrupt
 from robustart.noise.natural.params import IMAGENET_PARAMS
+from robustart.noise.registry import OMIT_DEFAULT, identity_options, register_noise
 
 
 def _images(n=4, c=3, size=32, seed=0):
@@ -169,6 +171,61 @@ def test_shot_noise_is_poisson():
     counts = corrupt(x, "shot_noise", 1) * c
     assert torch.allclose(counts, counts.round(), atol=1e-4)
     assert abs(counts.mean().item() - 0.4 * c) < 0.1 and abs(counts.var().item() - 0.4 * c) < 1.0
+
+
+def test_every_noise_declares_its_options_as_one_dataclass():
+    for name in noise.list_noises():
+        entry = noise.get_noise_entry(name)
+        assert dataclasses.is_dataclass(entry.options), name
+        defaults = entry.options()  # every option has a default
+        assert [f.name for f in dataclasses.fields(defaults)] == entry.option_names()
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Registrations made by the test are undone afterwards."""
+    from robustart.noise import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+
+def test_options_fields_declare_their_place_in_the_run_identity(scratch_registry):
+    @dataclasses.dataclass
+    class ScratchOptions:
+        strength: float = 1.0
+        levels: list[int] = dataclasses.field(default_factory=lambda: [1, 2])
+        added: int = dataclasses.field(default=0, metadata={"identity": OMIT_DEFAULT})
+        verbose: bool = dataclasses.field(default=False, metadata={"identity": False})
+
+    @register_noise("scratch", kind="natural", options=ScratchOptions)
+    def scratch(opts: ScratchOptions):
+        """A test noise."""
+        return opts
+
+    assert noise.create_noise("scratch", strength=2.0) == ScratchOptions(strength=2.0)
+    full = dataclasses.asdict(ScratchOptions())
+    assert identity_options("scratch", full) == {"strength": 1.0, "levels": [1, 2]}
+    assert identity_options("scratch", {**full, "added": 3, "verbose": True})["added"] == 3
+    assert "verbose" not in identity_options("scratch", {**full, "verbose": True})
+    with pytest.raises(ValueError, match=r"takes no option\(s\) \['strenght'\]; its options: \['added', 'levels'"):
+        noise.create_noise("scratch", strenght=2.0)
+
+
+def test_register_noise_checks_the_options_dataclass(scratch_registry):
+    @dataclasses.dataclass
+    class Named:
+        name: str = "x"
+
+    @dataclasses.dataclass
+    class BadRule:
+        steps: int = dataclasses.field(default=1, metadata={"identity": "sometimes"})
+
+    with pytest.raises(TypeError, match="options must be a dataclass"):
+        register_noise("scratch", kind="natural", options=dict)
+    with pytest.raises(ValueError, match="'name' is reserved"):
+        register_noise("scratch", kind="natural", options=Named)
+    with pytest.raises(ValueError, match="use True, False or 'omit_default'"):
+        register_noise("scratch", kind="natural", options=BadRule)
 
 
 def test_parse_eps():

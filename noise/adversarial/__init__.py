@@ -11,11 +11,14 @@ users write them (``"8/255"``). The defaults are RobustART's small / mid / large
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 
 from robustart.noise.adversarial.attack_base import (
+    L1_EPS,
+    L2_EPS,
+    LINF_EPS,
     NORMS,
     AutoAttackCall,
     TorchattacksNoise,
@@ -39,20 +42,26 @@ def _attack_class(iteration_curve: bool) -> type[TorchattacksNoise]:
     return IterationCurveNoise
 
 
-@register_noise("pgd_linf", kind="adversarial")
-def pgd_linf(
-    eps: Sequence[float | str] = ("0.5/255", "2/255", "8/255"),
-    steps: int = 20,
-    rel_stepsize: float = 3 / 40,
-    random_start: bool = True,
-    seed: int = 0,
-    iteration_curve: bool = False,
-) -> TorchattacksNoise:
-    """PGD with the Linf norm (Madry et al., 2018) via ``torchattacks.PGD``; step = rel_stepsize * eps.
+@dataclass
+class PgdLinfOptions:
+    """PGD-Linf; ``eps`` written as users write them (``"4/255"``)."""
 
-    ``iteration_curve``: also record the accuracy after every step (:mod:`robustart.noise.adversarial.curves`)."""
+    eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
+    steps: int = 20
+    #: step size as a fraction of eps (RobustART: 3/40)
+    rel_stepsize: float = 0.075
+    random_start: bool = True
+    seed: int = 0
+    #: also record the accuracy after every step (``robust_acc_vs_steps`` rows, :mod:`.curves`)
+    iteration_curve: bool = False
+
+
+@register_noise("pgd_linf", kind="adversarial", options=PgdLinfOptions)
+def pgd_linf(opts: PgdLinfOptions) -> TorchattacksNoise:
+    """PGD with the Linf norm (Madry et al., 2018) via ``torchattacks.PGD``; step = rel_stepsize * eps."""
     import torchattacks
 
+    steps, rel_stepsize, random_start = opts.steps, opts.rel_stepsize, opts.random_start
     if steps < 1:
         raise ValueError(f"pgd_linf: steps must be >= 1, got {steps}")
     if not rel_stepsize > 0:
@@ -61,50 +70,67 @@ def pgd_linf(
     def build(model, e):
         return torchattacks.PGD(model, eps=e, alpha=rel_stepsize * e, steps=steps, random_start=random_start)
 
-    return _attack_class(iteration_curve)("pgd_linf", build, eps, seed, passes=steps)
+    return _attack_class(opts.iteration_curve)("pgd_linf", build, opts.eps, opts.seed, passes=steps)
 
 
-@register_noise("fgsm", kind="adversarial")
-def fgsm(eps: Sequence[float | str] = ("0.5/255", "2/255", "8/255"), seed: int = 0) -> TorchattacksNoise:
+@dataclass
+class FgsmOptions:
+    eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
+    seed: int = 0
+
+
+@register_noise("fgsm", kind="adversarial", options=FgsmOptions)
+def fgsm(opts: FgsmOptions) -> TorchattacksNoise:
     """Fast gradient sign method (Goodfellow et al., 2015) via ``torchattacks.FGSM``."""
     import torchattacks
 
-    return TorchattacksNoise("fgsm", lambda model, e: torchattacks.FGSM(model, eps=e), eps, seed, passes=1)
+    return TorchattacksNoise("fgsm", lambda model, e: torchattacks.FGSM(model, eps=e), opts.eps, opts.seed, passes=1)
 
 
 # ------------------------------------------------------------------------------------- more torchattacks attacks
 
 
-@register_noise("pgd_l2", kind="adversarial")
-def pgd_l2(
-    eps: Sequence[float | str] = ("0.5", "2.0", "8.0"),
-    steps: int = 20,
-    rel_stepsize: float = 3 / 40,
-    random_start: bool = True,
-    seed: int = 0,
-    iteration_curve: bool = False,
-) -> TorchattacksNoise:
+@dataclass
+class PgdL2Options:
+    """PGD-L2; budgets in L2 units on [0, 1] pixels (the other options as PGD-Linf's)."""
+
+    eps: list[str] = field(default_factory=lambda: list(L2_EPS))
+    steps: int = 20
+    rel_stepsize: float = 0.075
+    random_start: bool = True
+    seed: int = 0
+    iteration_curve: bool = False
+
+
+@register_noise("pgd_l2", kind="adversarial", options=PgdL2Options)
+def pgd_l2(opts: PgdL2Options) -> TorchattacksNoise:
     """PGD with the L2 norm via ``torchattacks.PGDL2``; step = rel_stepsize * eps (``iteration_curve``: as PGD)."""
     import torchattacks
 
+    steps, rel_stepsize, random_start = opts.steps, opts.rel_stepsize, opts.random_start
     check_positive("pgd_l2", "steps", steps)
     check_positive("pgd_l2", "rel_stepsize", rel_stepsize)
 
     def build(model, e):
         return torchattacks.PGDL2(model, eps=e, alpha=rel_stepsize * e, steps=steps, random_start=random_start)
 
-    return _attack_class(iteration_curve)("pgd_l2", build, eps, seed, norm="L2", passes=steps)
+    return _attack_class(opts.iteration_curve)("pgd_l2", build, opts.eps, opts.seed, norm="L2", passes=steps)
 
 
-@register_noise("mim", kind="adversarial")
-def mim(
-    eps: Sequence[float | str] = ("0.5/255", "2/255", "8/255"),
-    steps: int = 20,
-    step_size: float | str = 0.002,
-    decay: float = 1.0,
-    seed: int = 0,
-    iteration_curve: bool = False,
-) -> TorchattacksNoise:
+@dataclass
+class MimOptions:
+    """MIM, Linf; RobustART's absolute step 0.002 (a string, like the budgets: ``"1/255"`` works too)."""
+
+    eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
+    steps: int = 20
+    step_size: str = "0.002"
+    decay: float = 1.0
+    seed: int = 0
+    iteration_curve: bool = False
+
+
+@register_noise("mim", kind="adversarial", options=MimOptions)
+def mim(opts: MimOptions) -> TorchattacksNoise:
     """Momentum iterative FGSM (Dong et al., 2018) via ``torchattacks.MIFGSM``, Linf (``iteration_curve``: as PGD).
 
     RobustART's settings: 20 steps of an absolute step size 0.002 with decay 1.0 (so at the smallest budget
@@ -112,14 +138,15 @@ def mim(
     """
     import torchattacks
 
+    steps, decay = opts.steps, opts.decay
     check_positive("mim", "steps", steps)
-    alpha = parse_eps(step_size)
+    alpha = parse_eps(opts.step_size)
     check_positive("mim", "step_size", alpha)
 
     def build(model, e):
         return torchattacks.MIFGSM(model, eps=e, alpha=alpha, steps=steps, decay=decay)
 
-    return _attack_class(iteration_curve)("mim", build, eps, seed, passes=steps)
+    return _attack_class(opts.iteration_curve)("mim", build, opts.eps, opts.seed, passes=steps)
 
 
 # ---------------------------------------------------------------------------------------------- pyautoattack
@@ -129,17 +156,22 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-@register_noise("apgd_ce", kind="adversarial")
-def apgd_ce(
-    eps: Sequence[float | str] = ("0.5/255", "2/255", "8/255"),
-    norm: str = "Linf",
-    steps: int = 100,
-    restarts: int = 1,
-    seed: int = 0,
-) -> TorchattacksNoise:
+@dataclass
+class ApgdCeOptions:
+    eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
+    #: Linf, L2 or L1
+    norm: str = "Linf"
+    steps: int = 100
+    restarts: int = 1
+    seed: int = 0
+
+
+@register_noise("apgd_ce", kind="adversarial", options=ApgdCeOptions)
+def apgd_ce(opts: ApgdCeOptions) -> TorchattacksNoise:
     """APGD with the cross-entropy loss (Croce & Hein, 2020) via pyautoattack's ``APGDAttack``."""
     from pyautoattack.autopgd_base import APGDAttack
 
+    norm, steps, restarts, seed = opts.norm, opts.steps, opts.restarts, opts.seed
     check_norm("apgd_ce", norm)
     check_positive("apgd_ce", "steps", steps)
     check_positive("apgd_ce", "restarts", restarts)
@@ -149,31 +181,42 @@ def apgd_ce(
                             device=_device(model))  # fmt: skip
         return AutoAttackCall(attack, "perturb")
 
-    return TorchattacksNoise("apgd_ce", build, eps, seed, norm=norm, passes=steps * restarts)
+    return TorchattacksNoise("apgd_ce", build, opts.eps, seed, norm=norm, passes=steps * restarts)
 
 
-@register_noise("apgd_l1", kind="adversarial")
-def apgd_l1(
-    eps: Sequence[float | str] = ("100", "400", "1600"), steps: int = 100, restarts: int = 1, seed: int = 0
-) -> TorchattacksNoise:
+@dataclass
+class ApgdL1Options:
+    eps: list[str] = field(default_factory=lambda: list(L1_EPS))
+    steps: int = 100
+    restarts: int = 1
+    seed: int = 0
+
+
+@register_noise("apgd_l1", kind="adversarial", options=ApgdL1Options)
+def apgd_l1(opts: ApgdL1Options) -> TorchattacksNoise:
     """APGD-CE with the L1 norm (Croce & Hein, 2021) via pyautoattack; RobustART's L1 budgets by default."""
-    noise = apgd_ce(eps=eps, norm="L1", steps=steps, restarts=restarts, seed=seed)
+    noise = apgd_ce(ApgdCeOptions(opts.eps, "L1", opts.steps, opts.restarts, opts.seed))
     noise.name = "apgd_l1"
     return noise
 
 
-@register_noise("apgd_t", kind="adversarial")
-def apgd_t(
-    eps: Sequence[float | str] = ("0.5/255", "2/255", "8/255"),
-    norm: str = "Linf",
-    steps: int = 100,
-    target_classes: int = 9,
-    seed: int = 0,
-) -> TorchattacksNoise:
+@dataclass
+class ApgdTOptions:
+    eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
+    norm: str = "Linf"
+    steps: int = 100
+    #: the likeliest wrong classes attacked in turn
+    target_classes: int = 9
+    seed: int = 0
+
+
+@register_noise("apgd_t", kind="adversarial", options=ApgdTOptions)
+def apgd_t(opts: ApgdTOptions) -> TorchattacksNoise:
     """Targeted APGD with the DLR loss (Croce & Hein, 2020) via pyautoattack's ``APGDAttack_targeted``,
     against each of the ``target_classes`` most likely wrong classes in turn."""
     from pyautoattack.autopgd_base import APGDAttack_targeted
 
+    norm, steps, target_classes, seed = opts.norm, opts.steps, opts.target_classes, opts.seed
     check_norm("apgd_t", norm)
     check_positive("apgd_t", "steps", steps)
     check_positive("apgd_t", "target_classes", target_classes)
@@ -183,20 +226,24 @@ def apgd_t(
         attack.n_target_classes = target_classes
         return AutoAttackCall(attack, "perturb")
 
-    return TorchattacksNoise("apgd_t", build, eps, seed, norm=norm, passes=steps * target_classes)
+    return TorchattacksNoise("apgd_t", build, opts.eps, seed, norm=norm, passes=steps * target_classes)
 
 
-@register_noise("fab", kind="adversarial")
-def fab(
-    eps: Sequence[float | str] = ("0.5/255", "2/255", "8/255"),
-    norm: str = "Linf",
-    steps: int = 100,
-    restarts: int = 1,
-    seed: int = 0,
-) -> TorchattacksNoise:
+@dataclass
+class FabOptions:
+    eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
+    norm: str = "Linf"
+    steps: int = 100
+    restarts: int = 1
+    seed: int = 0
+
+
+@register_noise("fab", kind="adversarial", options=FabOptions)
+def fab(opts: FabOptions) -> TorchattacksNoise:
     """FAB (Croce & Hein, 2020), untargeted, via pyautoattack's ``FABAttack_PT``; budget-bounded."""
     from pyautoattack.fab_pt import FABAttack_PT
 
+    norm, steps, restarts, seed = opts.norm, opts.steps, opts.restarts, opts.seed
     check_norm("fab", norm)
     check_positive("fab", "steps", steps)
     check_positive("fab", "restarts", restarts)
@@ -206,19 +253,24 @@ def fab(
                               device=_device(model))  # fmt: skip
         return AutoAttackCall(attack, "perturb")
 
-    return TorchattacksNoise("fab", build, eps, seed, norm=norm, passes=2 * steps * restarts)
+    return TorchattacksNoise("fab", build, opts.eps, seed, norm=norm, passes=2 * steps * restarts)
 
 
-@register_noise("square", kind="adversarial")
-def square(
-    eps: Sequence[float | str] = ("0.5/255", "2/255", "8/255"),
-    norm: str = "Linf",
-    queries: int = 5000,
-    seed: int = 0,
-) -> TorchattacksNoise:
+@dataclass
+class SquareOptions:
+    eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
+    #: Linf or L2
+    norm: str = "Linf"
+    queries: int = 5000
+    seed: int = 0
+
+
+@register_noise("square", kind="adversarial", options=SquareOptions)
+def square(opts: SquareOptions) -> TorchattacksNoise:
     """Square attack (Andriushchenko et al., 2020), black-box (queries only), via pyautoattack."""
     from pyautoattack.square import SquareAttack
 
+    norm, queries, seed = opts.norm, opts.queries, opts.seed
     check_norm("square", norm, ("Linf", "L2"))
     check_positive("square", "queries", queries)
 
@@ -227,21 +279,27 @@ def square(
                               device=_device(model), resc_schedule=False)  # fmt: skip
         return AutoAttackCall(attack, "perturb")
 
-    return TorchattacksNoise("square", build, eps, seed, norm=norm, passes=queries)
+    return TorchattacksNoise("square", build, opts.eps, seed, norm=norm, passes=queries)
 
 
-@register_noise("autoattack", kind="adversarial")
-def autoattack(
-    eps: Sequence[float | str] = ("0.5/255", "2/255", "4/255", "8/255"),
-    norm: str = "Linf",
-    version: str = "standard",
-    seed: int = 0,
-) -> TorchattacksNoise:
+@dataclass
+class AutoAttackOptions:
+    """RobustART's Linf budgets plus 4/255 (the common ImageNet budget; 8/255 is CIFAR's)."""
+
+    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "4/255", "8/255"])
+    norm: str = "Linf"
+    #: standard, plus or rand
+    version: str = "standard"
+    seed: int = 0
+
+
+@register_noise("autoattack", kind="adversarial", options=AutoAttackOptions)
+def autoattack(opts: AutoAttackOptions) -> TorchattacksNoise:
     """AutoAttack (Croce & Hein, 2020) via pyautoattack: ``standard`` runs APGD-CE, APGD-T, FAB-T and Square
-    on the samples still unbroken. Defaults: RobustART's Linf budgets plus 4/255 (the common ImageNet
-    budget; 8/255 is CIFAR's)."""
+    on the samples still unbroken."""
     from pyautoattack import AutoAttack
 
+    norm, version, seed = opts.norm, opts.version, opts.seed
     check_norm("autoattack", norm)
     if version not in ("standard", "plus", "rand"):
         raise ValueError(f"attack 'autoattack': version must be standard, plus or rand, got {version!r}")
@@ -252,7 +310,7 @@ def autoattack(
         return AutoAttackCall(attack, "standard")
 
     # APGD-CE, 9 x APGD-T, 9 x FAB-T (two passes a step) and Square, as run on an image they cannot break
-    return TorchattacksNoise("autoattack", build, eps, seed, norm=norm, passes=100 + 900 + 1800 + 5000)
+    return TorchattacksNoise("autoattack", build, opts.eps, seed, norm=norm, passes=100 + 900 + 1800 + 5000)
 
 
 # ------------------------------------------------------------------------------------------ for training

@@ -34,6 +34,8 @@ def parse_eps(value: float | int | str) -> float:
 
 
 NORMS = ("Linf", "L2", "L1")
+#: RobustART's small / mid / large budgets per norm (224 px images)
+LINF_EPS, L2_EPS, L1_EPS = ("0.5/255", "2/255", "8/255"), ("0.5", "2.0", "8.0"), ("100", "400", "1600")
 
 
 def check_norm(name: str, norm: str, supported: Sequence[str] = NORMS) -> str:

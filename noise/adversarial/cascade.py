@@ -26,10 +26,12 @@ one clean forward pass and one forward pass per attack to see which images broke
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from robustart.noise.adversarial.attack_base import TorchattacksNoise, check_budgets, parse_eps
+from robustart.noise.adversarial.attack_base import LINF_EPS, TorchattacksNoise, check_budgets, parse_eps
 from robustart.noise.adversarial.per_sample import CountingModel, PassCounter
 from robustart.noise.base import Condition, Noise
 from robustart.noise.registry import create_noise, get_noise_entry, register_noise
@@ -118,17 +120,24 @@ def _options_for(name: str, options: Mapping) -> dict:
     return extra
 
 
-@register_noise("wcar", kind="adversarial")
-def wcar(
-    attacks: Sequence[str] = ("fgsm", "pgd_linf", "mim", "autoattack"),
-    eps: Sequence[float | str] = ("0.5/255", "2/255", "8/255"),
-    options: Mapping[str, Mapping] | None = None,
-    cascade: bool = True,
-    seed: int = 0,
-) -> WorstCase:
+@dataclass
+class WcarOptions:
+    """Attacks at shared budgets; ``options`` maps an attack to its own settings, e.g. ``{pgd_linf: {steps: 50}}``."""
+
+    attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd_linf", "mim", "autoattack"])
+    eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
+    options: dict[str, Any] = field(default_factory=dict)
+    #: false: every attack on every image (the reference the cascade reproduces, at full cost)
+    cascade: bool = True
+    seed: int = 0
+
+
+@register_noise("wcar", kind="adversarial", options=WcarOptions)
+def wcar(opts: WcarOptions) -> WorstCase:
     """Worst-case robustness over a set of attacks (RobustART's WCAR), as a cascade from the cheapest attack
     to the strongest that attacks only the images still unbroken; ``options`` holds per-attack settings."""
-    options = dict(options or {})
+    attacks, eps, seed = opts.attacks, opts.eps, opts.seed
+    options = dict(opts.options or {})
     if not attacks:
         raise ValueError("noise 'wcar': attacks must list at least one attack")
     if len(set(attacks)) != len(attacks):
@@ -148,6 +157,6 @@ def wcar(
         if not isinstance(attack, TorchattacksNoise):
             raise ValueError(f"noise 'wcar': {name!r} cannot be part of a worst case (it has no budgeted attack)")
         built.append(attack)
-    noise = WorstCase(built, budgets, cascade)
+    noise = WorstCase(built, budgets, opts.cascade)
     check_budgets("wcar", noise.norm, budgets)
     return noise

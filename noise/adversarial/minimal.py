@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -134,18 +134,28 @@ class UnboundedAttackNoise(MinimalPerturbationNoise):
         return adv
 
 
-@register_noise("cw", kind="adversarial")
-def cw(
-    c: float = 1.0, kappa: float = 0.0, steps: int = 100, lr: float = 0.01, curve_points: int = 21,
-    curve_max: float | str | None = None,
-) -> UnboundedAttackNoise:  # fmt: skip
-    """Carlini & Wagner's L2 attack (2017) via ``torchattacks.CW``: minimal perturbation, ``min_eps`` = its L2 norm.
+@dataclass
+class CwOptions:
+    """Carlini-Wagner L2: no budget; per-sample ``min_eps`` (L2)."""
 
-    ``c`` weighs the misclassification term against the distance (torchattacks does no binary search over
-    it), ``kappa`` is the required logit margin, ``steps`` and ``lr`` drive its Adam optimiser.
-    """
+    #: weight of the misclassification term against the distance (torchattacks does no binary search over it)
+    c: float = 1.0
+    #: the required logit margin
+    kappa: float = 0.0
+    #: steps and learning rate of its Adam optimiser
+    steps: int = 100
+    lr: float = 0.01
+    #: ``robust_acc_vs_eps`` grid: points from 0 to ``curve_max`` (``null``: the largest min_eps found)
+    curve_points: int = 21
+    curve_max: str | None = None
+
+
+@register_noise("cw", kind="adversarial", options=CwOptions)
+def cw(opts: CwOptions) -> UnboundedAttackNoise:
+    """Carlini & Wagner's L2 attack (2017) via ``torchattacks.CW``: minimal perturbation, ``min_eps`` = its L2 norm."""
     import torchattacks
 
+    c, kappa, steps, lr = opts.c, opts.kappa, opts.steps, opts.lr
     _check("cw", "c", isinstance(c, (int, float)) and c > 0, c, "> 0")
     _check("cw", "kappa", isinstance(kappa, (int, float)) and kappa >= 0, kappa, ">= 0")
     _check("cw", "steps", isinstance(steps, int) and steps >= 1, steps, "an integer >= 1")
@@ -154,13 +164,22 @@ def cw(
     def build(model):
         return torchattacks.CW(model, c=c, kappa=kappa, steps=steps, lr=lr)
 
-    return UnboundedAttackNoise("cw", build, curve_points, curve_max)
+    return UnboundedAttackNoise("cw", build, opts.curve_points, opts.curve_max)
 
 
-@register_noise("deepfool", kind="adversarial")
-def deepfool(
-    steps: int = 50, overshoot: float = 0.02, curve_points: int = 21, curve_max: float | str | None = None
-) -> UnboundedAttackNoise:
+@dataclass
+class DeepFoolOptions:
+    """DeepFool: no budget; per-sample ``min_eps`` (L2)."""
+
+    steps: int = 50
+    overshoot: float = 0.02
+    #: ``robust_acc_vs_eps`` grid, as cw's
+    curve_points: int = 21
+    curve_max: str | None = None
+
+
+@register_noise("deepfool", kind="adversarial", options=DeepFoolOptions)
+def deepfool(opts: DeepFoolOptions) -> UnboundedAttackNoise:
     """DeepFool (Moosavi-Dezfooli et al., 2016) via ``torchattacks.DeepFool``: minimal L2 perturbation.
 
     torchattacks computes the full Jacobian (one backward pass per class) for every image and step: quick
@@ -168,13 +187,14 @@ def deepfool(
     """
     import torchattacks
 
+    steps, overshoot = opts.steps, opts.overshoot
     _check("deepfool", "steps", isinstance(steps, int) and steps >= 1, steps, "an integer >= 1")
     _check("deepfool", "overshoot", isinstance(overshoot, (int, float)) and overshoot >= 0, overshoot, ">= 0")
 
     def build(model):
         return torchattacks.DeepFool(model, steps=steps, overshoot=overshoot)
 
-    return UnboundedAttackNoise("deepfool", build, curve_points, curve_max)
+    return UnboundedAttackNoise("deepfool", build, opts.curve_points, opts.curve_max)
 
 
 # ---------------------------------------------------------------------------------------------- budget search
@@ -392,30 +412,29 @@ class MinEpsSearchNoise(MinimalPerturbationNoise):
         return out
 
 
-@register_noise("min_eps", kind="adversarial")
-def min_eps(
-    attacks: Sequence[str] = ("pgd_linf",),
-    init: float | str = "0.5/255",
-    search_steps: int = 5,
-    binsearch_steps: int = 10,
-    steps: int = 20,
-    rel_stepsize: float | None = None,
-    decay: float = 1.0,
-    curve_points: int = 21,
-    curve_max: float | str | None = None,
-) -> MinEpsSearchNoise:
-    """ARES's per-sample minimal Linf budget of FGSM, PGD or MIM: exponential (FGSM: linear) then binary search.
+@dataclass
+class MinEpsOptions:
+    """ARES's per-sample minimal Linf budget of each of ``attacks`` (see :func:`search_min_eps`)."""
 
-    Args:
-        attacks: any of ``fgsm``, ``pgd_linf``, ``mim`` (torchattacks); one condition each.
-        init: the first budget tried (ARES's ``--distortion``); the search reaches ``init * 2**search_steps``.
-        search_steps: doublings of the budget (FGSM: ``2**search_steps`` linear steps).
-        binsearch_steps: bisections of the bracket found.
-        steps: iterations of PGD and MIM per trial.
-        rel_stepsize: PGD / MIM step as a fraction of the trial's budget; ``None``: ``1.5 / steps`` (ARES).
-        decay: MIM's momentum decay.
-        curve_points: points of the ``robust_acc_vs_eps`` grid.
-        curve_max: the grid's end; ``None``: ``init * 2**search_steps``.
-    """
-    return MinEpsSearchNoise(attacks, init, search_steps, binsearch_steps, steps, rel_stepsize, decay, curve_points,
-                             curve_max)  # fmt: skip
+    #: any of ``fgsm``, ``pgd_linf``, ``mim`` (torchattacks); one condition each
+    attacks: list[str] = field(default_factory=lambda: ["pgd_linf"])
+    #: the first budget tried (ARES's ``--distortion``); the search reaches ``init * 2**search_steps``
+    init: str = "0.5/255"
+    #: doublings of the budget (FGSM: ``2**search_steps`` linear steps), then bisections of the bracket found
+    search_steps: int = 5
+    binsearch_steps: int = 10
+    #: PGD / MIM iterations per trial, and their step as a fraction of the trial's budget (null: 1.5 / steps, ARES)
+    steps: int = 20
+    rel_stepsize: float | None = None
+    #: MIM's momentum decay
+    decay: float = 1.0
+    #: ``robust_acc_vs_eps`` grid: its points, and its end (``null``: the end of the search, ``init * 2**search_steps``)
+    curve_points: int = 21
+    curve_max: str | None = None
+
+
+@register_noise("min_eps", kind="adversarial", options=MinEpsOptions)
+def min_eps(opts: MinEpsOptions) -> MinEpsSearchNoise:
+    """ARES's per-sample minimal Linf budget of FGSM, PGD or MIM: exponential (FGSM: linear) then binary search."""
+    return MinEpsSearchNoise(opts.attacks, opts.init, opts.search_steps, opts.binsearch_steps, opts.steps,
+                             opts.rel_stepsize, opts.decay, opts.curve_points, opts.curve_max)  # fmt: skip

@@ -21,7 +21,9 @@ The noise names its source by a string (a zoo model or a finished run, resolved 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -106,38 +108,42 @@ class TransferNoise(Noise):
         }
 
 
-@register_noise(TRANSFER, kind="adversarial")
-def transfer(
-    source: nn.Module | str | None = None,
-    attack: str = "fgsm",
-    eps: Sequence[float | str] | None = None,
-    attack_options: Mapping | None = None,
-    source_weights: str | None = None,
-    source_sha256: str | None = None,
-    seed: int = 0,
-) -> TransferNoise:
-    """Transfer attack: adversarial examples crafted on a source model by ``attack`` (FGSM by default, at
-    RobustART's {0.5, 2, 8}/255), evaluated on the run's model; adds ``transfer_asr`` rows.
+@dataclass
+class TransferOptions:
+    """Examples crafted by ``attack`` on the ``source`` model, scored on the run's model."""
 
-    Args:
-        source: the source model (an ``nn.Module``), or a zoo model name or finished run (folder or id) that the
-            run resolves, with ``source_weights`` / ``source_sha256`` for a zoo name.
-        attack: a registered attack (``fgsm``, ``pgd_linf``, ``mim``, ``apgd_ce``...).
-        eps: budgets; ``None`` takes the attack's defaults (in its norm's units).
-        attack_options: the attack's other options (``{"steps": 10}``).
-        seed: the attack's seed.
-    """
+    #: a zoo model name, or a finished run (its folder, or its id in the results folder) whose model to use; from
+    #: Python also the source ``nn.Module`` itself
+    source: str | None = None
+    #: a zoo source's weights: ``pretrained`` (``null``), ``random`` or a file; a run source uses the run's own
+    source_weights: str | None = None
+    source_sha256: str | None = None
+    #: the registered attack that crafts the examples on the source (``fgsm``, ``pgd_linf``, ``mim``, ``apgd_ce``...)
+    attack: str = "fgsm"
+    #: budgets; ``null`` takes the attack's defaults (FGSM: RobustART's 0.5/255, 2/255, 8/255), in its norm's units
+    eps: list[str] | None = None
+    #: the attack's other options, e.g. ``{steps: 10}`` for pgd_linf
+    attack_options: dict[str, Any] = field(default_factory=dict)
+    #: the attack's seed
+    seed: int = 0
+
+
+@register_noise(TRANSFER, kind="adversarial", options=TransferOptions)
+def transfer(opts: TransferOptions) -> TransferNoise:
+    """Transfer attack: adversarial examples crafted on a source model by ``attack`` (FGSM by default, at
+    RobustART's {0.5, 2, 8}/255), evaluated on the run's model; adds ``transfer_asr`` rows."""
+    attack, source = opts.attack, opts.source
     if get_noise_entry(attack).kind != "adversarial" or attack == TRANSFER:
         raise ValueError(f"noise 'transfer': {attack!r} cannot craft the examples; use an attack (fgsm, pgd_linf, ...)")
-    options = dict(attack_options or {})
+    options = dict(opts.attack_options or {})
     for key in ("eps", "seed"):
         if key in options:
             raise ValueError(f"noise 'transfer': set noise.{key}, not noise.attack_options.{key}")
-    if eps is not None:
-        options["eps"] = list(eps)
-    built = create_noise(attack, seed=seed, **options)
-    if (source_weights is not None or source_sha256 is not None) and not isinstance(source, str):
+    if opts.eps is not None:
+        options["eps"] = list(opts.eps)
+    built = create_noise(attack, seed=opts.seed, **options)
+    if (opts.source_weights is not None or opts.source_sha256 is not None) and not isinstance(source, str):
         raise ValueError("noise 'transfer': source_weights and source_sha256 go with a zoo model name as source")
     noise = TransferNoise(built, source)
-    noise.source_weights, noise.source_sha256 = source_weights, source_sha256
+    noise.source_weights, noise.source_sha256 = opts.source_weights, opts.source_sha256
     return noise

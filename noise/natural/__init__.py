@@ -10,6 +10,7 @@ torch.Size([4, 3, 32, 32])
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 
@@ -155,22 +156,26 @@ class CorruptionNoise(Noise):
         return digital.save_like_released(out) if self.released_format else out
 
 
-@register_noise("imagenet_c", kind="natural")
-def imagenet_c(
-    corruptions: Sequence[str] | None = None,
-    severities: Sequence[int] = SEVERITIES,
-    seed: int = 0,
-    params: str = "auto",
-    released_format: bool = False,
-) -> CorruptionNoise:
-    """ImageNet-C corruptions generated on the fly (all implemented ones by default) at severities 1..5.
+@dataclass
+class ImagenetCOptions:
+    """ImageNet-C corruptions x severities, generated on the fly."""
 
-    ``released_format=True`` passes each corrupted image through the released set's uint8 truncation
-    and JPEG quality-85 save, so the numbers compare with evaluations on the released files.
-    """
-    return CorruptionNoise(
-        "imagenet_c", list(corruptions or CORRUPTIONS), list(severities), seed, params, released_format
-    )
+    #: corruption names; ``null``: every implemented corruption (:data:`CORRUPTIONS`)
+    corruptions: list[str] | None = None
+    severities: list[int] = field(default_factory=lambda: list(SEVERITIES))
+    seed: int = 0
+    #: severity parameters: imagenet (224 px), cifar (CIFAR-10-C, 32 px), tiny (64 px) or auto (by image size)
+    params: str = "auto"
+    #: pass each corrupted image through the released set's uint8 truncation and JPEG quality-85 save, so the
+    #: numbers compare with evaluations on the released files
+    released_format: bool = False
+
+
+@register_noise("imagenet_c", kind="natural", options=ImagenetCOptions)
+def imagenet_c(opts: ImagenetCOptions) -> CorruptionNoise:
+    """ImageNet-C corruptions generated on the fly (all implemented ones by default) at severities 1..5."""
+    return CorruptionNoise("imagenet_c", list(opts.corruptions or CORRUPTIONS), list(opts.severities), opts.seed,
+                           opts.params, opts.released_format)  # fmt: skip
 
 
 from robustart.noise.natural import sequences  # noqa: E402,F401  (registers noise=imagenet_p)

@@ -9,6 +9,7 @@ generated from clean images by :mod:`robustart.noise.natural.perturbations`, or 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
@@ -86,24 +87,28 @@ def chunked(videos: torch.Tensor, chunk: int) -> Iterator[tuple[int, torch.Tenso
         yield start, videos[:, start : start + chunk]
 
 
-@register_noise("imagenet_p", kind="natural")
-def imagenet_p(
-    perturbations: Sequence[str] | None = None,
-    difficulties: Sequence[int] = (1,),
-    seed: int = 0,
-    chunk: int = 8,
-    baseline_run: str | None = None,
-    params: str = "auto",
-) -> SequenceNoise:
-    """ImageNet-P perturbation sequences (the 10 test perturbations by default), scored frame by frame.
+@dataclass
+class ImagenetPOptions:
+    """ImageNet-P sequences: generated on the fly from clean images, or read with ``data=imagenet_p``."""
 
-    ``baseline_run`` names a finished run of another model on the same perturbations (its folder, or its
-    run id in the results folder) whose ``fp`` and ``t5d`` normalise ``nmfp`` and ``mt5d``. ``params`` picks the
-    schedules: ``imagenet`` (ImageNet-P), ``cifar`` (CIFAR-10-P), ``tiny`` (Tiny-ImageNet-P) or ``auto`` (by
-    the frames' size, as ImageNet-C's parameter sets).
-    """
+    #: perturbation names; ``null``: the 10 test perturbations
+    perturbations: list[str] | None = None
+    #: noise perturbations: strength 1..3; the others: step between compared frames
+    difficulties: list[int] = field(default_factory=lambda: [1])
+    seed: int = 0
+    #: frames of every sequence in a batch per forward pass (memory is bounded by batch x chunk)
+    chunk: int = 8
+    #: a finished run (folder, or run id in the results folder) of another model on the same perturbations, whose
+    #: ``fp`` / ``t5d`` normalise ``nmfp`` and ``mt5d``
+    baseline_run: str | None = None
+    #: schedules: imagenet (ImageNet-P), cifar (CIFAR-10-P), tiny (Tiny-ImageNet-P) or auto (by frame size)
+    params: str = "auto"
+
+
+@register_noise("imagenet_p", kind="natural", options=ImagenetPOptions)
+def imagenet_p(opts: ImagenetPOptions) -> SequenceNoise:
+    """ImageNet-P perturbation sequences (the 10 test perturbations by default), scored frame by frame."""
     from robustart.noise.natural.perturbations import P_TEST
 
-    return SequenceNoise(
-        "imagenet_p", list(perturbations or P_TEST), list(difficulties), seed, chunk, baseline_run, params
-    )
+    return SequenceNoise("imagenet_p", list(opts.perturbations or P_TEST), list(opts.difficulties), opts.seed,
+                         opts.chunk, opts.baseline_run, opts.params)  # fmt: skip
