@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -204,7 +205,7 @@ def _dataset(data, model, model_opts: dict, opts: dict):
         data = data.dataset
     if isinstance(data, (str, Path)):
         if str(data) == "fashion_mnist":
-            cache = Path(opts["cache_dir"] or Path("~/.cache/robustart")).expanduser()
+            cache = Path(opts["cache_dir"] or os.environ.get("ROBUSTART_CACHE", store.DEFAULT_CACHE_DIR)).expanduser()
             try:
                 dataset, info = datasets.load_fashion_mnist(None, cache, "test")
             except (FileNotFoundError, ValueError) as err:

@@ -17,6 +17,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from robustart.store import DEFAULT_CACHE_DIR
+
 
 @dataclass
 class ModelConfig:
@@ -174,7 +176,7 @@ class LoggerConfig:
 @dataclass
 class PathsConfig:
     results_dir: str = "${oc.env:ROBUSTART_RESULTS,results}"
-    cache_dir: str = "${oc.env:ROBUSTART_CACHE,'~/.cache/robustart'}"
+    cache_dir: str = f"${{oc.env:ROBUSTART_CACHE,'{DEFAULT_CACHE_DIR}'}}"
 
 
 @dataclass

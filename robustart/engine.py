@@ -71,11 +71,10 @@ class Tables:
 
 def evaluate(job: Job, timings: dict | None = None, t_start: float | None = None) -> Tables | None:
     """Evaluate, score and write ``job``; ``None`` on a process other than rank 0, whose parts rank 0 merges."""
-    import pandas as pd
-
     from robustart import data as datasets
     from robustart import parts as committed
     from robustart.evaluation.evaluator import CLEAN
+    from robustart.evaluation.noise_rows import sample_columns
     from robustart.evaluation.precision import with_precision
     from robustart.evaluation.scoring import score
     from robustart.evaluation.shift import MaskedOutputs
@@ -132,7 +131,7 @@ def evaluate(job: Job, timings: dict | None = None, t_start: float | None = None
         log.warning(msg)
 
     run_cols = {"run_id": job.run_id, "model": meta.name, "weights": job.weights}
-    predictions = join_sample_columns(predictions, _sample_columns(job.noise)).assign(**run_cols)
+    predictions = join_sample_columns(predictions, sample_columns(job.noise)).assign(**run_cols)
     if frames is not None:
         frames = frames.assign(**run_cols)
     metrics = score(predictions, job.noise, job.data_name, checks=checks, frames=frames,
@@ -143,8 +142,8 @@ def evaluate(job: Job, timings: dict | None = None, t_start: float | None = None
     metrics = metrics.assign(**run_cols, **model_columns(meta), data=job.data_name)
     timings["total_s"] = time.monotonic() - t_start
     manifest = _manifest(job, conditions, counter.skipped, checks, timings)
-    write(job.run_dir, pd.DataFrame(metrics), predictions, manifest, frames)
-    return Tables(pd.DataFrame(metrics), predictions, manifest, frames)
+    write(job.run_dir, metrics, predictions, manifest, frames)
+    return Tables(metrics, predictions, manifest, frames)
 
 
 def write(run_dir: Path, metrics, predictions, manifest: dict, frames=None) -> None:
@@ -197,13 +196,6 @@ def _noise_report(noise) -> dict:
     """A noise's JSON-able facts for the manifest (sequence noises have none)."""
     report = getattr(noise, "report", None)
     return (report() if report is not None else None) or {}
-
-
-def _sample_columns(noise):
-    """Extra per-sample columns of what the noise recorded (an attack's per-sample ``min_eps``), or ``None``."""
-    from robustart.evaluation.noise_rows import sample_columns
-
-    return sample_columns(noise)
 
 
 def join_sample_columns(predictions, extra):

@@ -154,6 +154,6 @@ def _flops(model: nn.Module, input_size, device) -> int:
     from robustart.model_zoo import count_flops
 
     try:
-        return count_flops(model.net if isinstance(model.net, Preprocess) else model, input_size)
+        return count_flops(model.net, input_size)
     except Exception:  # a counter that cannot trace the module costs the column, not the run
         return 0

@@ -11,6 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+#: where datasets, checkpoints and weights are cached unless ``ROBUSTART_CACHE`` says otherwise
+DEFAULT_CACHE_DIR = "~/.cache/robustart"
+
 #: 2 added the model's ``flops``, ``input_size``, ``subnet`` and NAS gene (``nas_*``) columns to ``metrics``.
 SCHEMA_VERSION = 2
 METRICS_FILE = "metrics.parquet"

@@ -91,15 +91,10 @@ def fgsm(opts: FgsmOptions) -> TorchattacksNoise:
 
 
 @dataclass
-class PgdL2Options:
+class PgdL2Options(PgdLinfOptions):
     """PGD-L2; budgets in L2 units on [0, 1] pixels (the other options as PGD-Linf's)."""
 
     eps: list[str] = field(default_factory=lambda: list(L2_EPS))
-    steps: int = 20
-    rel_stepsize: float = 0.075
-    random_start: bool = True
-    seed: int = 0
-    iteration_curve: bool = False
 
 
 @register_noise("pgd_l2", kind="adversarial", options=PgdL2Options)
