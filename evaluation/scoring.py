@@ -12,6 +12,8 @@ import pandas as pd
 from robustart.evaluation.metrics import summarize
 from robustart.evaluation.noise_rows import metric_rows
 from robustart.evaluation.sequences import sequence_rows
+from robustart.evaluation.shape_bias import DATA as SHAPE_BIAS_DATA
+from robustart.evaluation.shape_bias import shape_bias_rows
 from robustart.evaluation.shift import OOD, shift_rows
 
 #: data whose corruption errors the published AlexNet ImageNet-C errors normalise (ImageNet-scale data only)
@@ -41,4 +43,9 @@ def score(predictions: pd.DataFrame, noise, data: str, *, checks=None, frames=No
         parts.append(pd.DataFrame(checks.metric_rows()))
     if frames is not None:
         parts.append(sequence_rows(frames, sequence_baseline))
-    return pd.concat([p for p in parts if len(p)], ignore_index=True)
+    if data == SHAPE_BIAS_DATA and "decision" in predictions:
+        parts.append(shape_bias_rows(predictions))
+    rows = pd.concat([p for p in parts if len(p)], ignore_index=True)
+    if "category" not in rows:  # only shape bias has per-category rows
+        rows["category"] = None
+    return rows

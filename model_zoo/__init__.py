@@ -39,9 +39,12 @@ __all__ = [
     "NormalizedModel",
     "ZooEntry",
     "create_model",
+    "create_timm_model",
     "get_metadata",
     "list_models",
+    "load_weights_file",
     "register_model",
+    "timm_metadata",
 ]
 
 
@@ -136,29 +139,125 @@ def create_model(name: str, *, weights: str = "random", sha256: str | None = Non
     net, _ = _build(name, overrides)
     meta = get_metadata(name, **overrides)
     packaged = packaged_weights(name) if weights == "pretrained" else None
+    card = read_card(weights) if weights not in ("random", "pretrained") else None
     if packaged is not None:
         load_packaged(net, name, packaged)
         meta = meta.with_weights(f"package:{PACKAGED_WEIGHTS[name][0]}/{packaged.name}", sha256_file(packaged))
-    elif weights == "pretrained":
+    elif card is not None:
+        net = _from_checkpoint(name, net, card, sha256, overrides)
+        meta = meta.with_weights(f"robustart:{card.get('config_hash', '?')}", card["sha256"])
+    else:
+        meta = _load_weights(net, meta, weights, sha256)
+    return NormalizedModel(net, meta).eval()
+
+
+def _load_weights(net: nn.Module, meta: ModelMetadata, weights: str, sha256: str | None) -> ModelMetadata:
+    """Load ``pretrained`` (the hub weights of ``meta.architecture``) or a weights file into ``net``; ``random``
+    leaves it as built. Returns the metadata naming the weights."""
+    if weights == "pretrained":
         if meta.architecture.startswith("robustart."):
             raise ValueError(
-                f"model {name!r} has no published pretrained weights; train it (training=...) or set model.weights=PATH"
+                f"model {meta.name!r} has no published pretrained weights; train it (training=...) or set "
+                "model.weights=PATH"
             )
         source = load_pretrained(
-            net, name=name, tag=meta.architecture, in_chans=meta.in_chans, num_classes=meta.num_classes
+            net, name=meta.name, tag=meta.architecture, in_chans=meta.in_chans, num_classes=meta.num_classes
         )
-        meta = meta.with_weights(source)
-    elif weights != "random":
-        path = Path(weights).expanduser()
-        card = read_card(path)
-        if card is not None:
-            net = _from_checkpoint(name, net, card, sha256, overrides)
-            meta = meta.with_weights(f"robustart:{card.get('config_hash', '?')}", card["sha256"])
-        else:
-            state = read_state_dict(path, sha256=sha256)
-            apply_state_dict(net, state, source=f"weights file {path}")
-            meta = meta.with_weights(f"file:{path.name}", sha256 or sha256_file(path))
-    return NormalizedModel(net, meta).eval()
+        return meta.with_weights(source)
+    if weights != "random":
+        return meta.with_weights(*load_weights_file(net, weights, sha256))
+    return meta
+
+
+def load_weights_file(net: nn.Module, weights: str | Path, sha256: str | None = None) -> tuple[str, str]:
+    """Load a ``.safetensors`` or torch state-dict file strictly into ``net`` (``sha256`` checked first; missing,
+    unexpected or misshapen tensors refused with what does not fit); returns ``("file:<name>", sha256)``."""
+    path = Path(weights).expanduser()
+    apply_state_dict(net, read_state_dict(path, sha256=sha256), source=f"weights file {path}")
+    return f"file:{path.name}", sha256 or sha256_file(path)
+
+
+def _timm_cfg(tag: str):
+    """timm's pretrained config of ``tag`` (a model name, with or without its weights tag); unknown names are
+    refused with the closest names timm knows."""
+    import difflib
+
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    try:
+        cfg = get_pretrained_cfg(tag)
+    except RuntimeError:  # a known architecture with an unknown weights tag
+        cfg = None
+    if cfg is None:
+        arch = tag.partition(".")[0]
+        names = timm.list_pretrained(f"{arch}.*") if timm.is_model(arch) else timm.list_models()
+        close = difflib.get_close_matches(tag, names, n=4, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models() or timm.list_pretrained()"
+        raise ValueError(f"timm does not know the model {tag!r}{hint}")
+    return cfg
+
+
+def _build_timm(tag: str, family: str, name: str | None, overrides: dict[str, Any]):
+    from robustart.model_zoo._timm import build_timm
+
+    cfg = _timm_cfg(tag)
+    net, meta = build_timm(name or tag, tag, family, **overrides)
+    return net, replace(meta, architecture=f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture)
+
+
+@functools.lru_cache(maxsize=64)
+def _timm_metadata(key: str) -> ModelMetadata:
+    import json
+
+    args = json.loads(key)
+    with torch.device("meta"):
+        net, meta = _build_timm(args["tag"], args["family"], args["name"], args["overrides"])
+        params = sum(p.numel() for p in net.parameters())
+        return replace(meta, params=params, flops=count_flops(net, meta.input_size))
+
+
+def timm_metadata(tag: str, *, family: str = "cnn", name: str | None = None, **overrides: Any) -> ModelMetadata:
+    """Metadata of any timm model (not only the zoo's): input size, mean/std, crop and interpolation from timm's
+    pretrained config of ``tag``, parameters and FLOPs counted on the meta device. ``name`` labels it (default: the
+    tag); ``overrides`` as :func:`create_timm_model`'s."""
+    import json
+
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    kept = {k: v for k, v in overrides.items() if v is not None}
+    key = json.dumps({"tag": tag, "family": family, "name": name, "overrides": kept}, sort_keys=True)
+    return _timm_metadata(key)
+
+
+def create_timm_model(
+    tag: str, *, family: str = "cnn", weights: str = "random", sha256: str | None = None, name: str | None = None,
+    **overrides: Any,
+) -> NormalizedModel:  # fmt: skip
+    """Build any timm model by name, as :func:`create_model` builds a zoo entry: normalisation inside, metadata
+    from timm's pretrained config of ``tag``.
+
+    Args:
+        tag: a timm model name, with or without its weights tag (``convnext_nano.in12k_ft_in1k``, ``resnet10t``).
+        family: ``cnn``, ``transformer``, ``mlp`` or ``nas``: how results group it.
+        weights: ``random``, ``pretrained`` (the tag's hub weights, local cache first, failing fast offline) or a
+            ``.safetensors`` / torch state-dict file.
+        sha256: expected digest of the weights file.
+        name: the model's name in the results (default: ``tag``).
+        overrides: ``num_classes``, ``in_chans``, ``img_size`` and any other ``timm.create_model`` argument.
+
+    Raises:
+        ValueError: unknown model, family or option, weights that do not fit, sha256 mismatch.
+        FileNotFoundError: weights file missing, or pretrained weights unavailable offline.
+    """
+    meta = timm_metadata(tag, family=family, name=name, **overrides)
+    net, _ = _build_timm(tag, family, name, {k: v for k, v in overrides.items() if v is not None})
+    if weights not in ("random", "pretrained") and read_card(weights) is not None:
+        raise ValueError(
+            f"{weights} is a robustart training checkpoint, which belongs to a zoo entry: evaluate it with "
+            f"model=<entry> model.weights={weights}"
+        )
+    return NormalizedModel(net, _load_weights(net, meta, weights, sha256)).eval()
 
 
 def _from_checkpoint(name: str, net: nn.Module, card: dict, sha256: str | None, overrides: dict) -> nn.Module:

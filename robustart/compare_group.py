@@ -17,7 +17,7 @@ from robustart.comparison import NONE, CompareError, Comparison, Loaded, Measure
 Z95 = 1.959963984540054
 #: metrics shown when --metrics is not given, those the runs hold, in this order, one noise each (see
 #: :func:`select_measures`; ``acc`` of a noise that also reports ``sys_mean`` is left out: ``sys_mean`` is its mean)
-DEFAULT_METRICS = ("top1", "robust_acc", "ar", "acc", "mce", "sys_mean", "mfp", "nmfp", "aupr")
+DEFAULT_METRICS = ("top1", "robust_acc", "ar", "acc", "mce", "sys_mean", "mfp", "nmfp", "aupr", "shape_bias")
 #: which noise a default measure comes from when several report its metric in as many runs: the worst case over
 #: attacks first, then the standard attack and benchmarks
 PREFERRED_NOISES = ("clean", "wcar", "autoattack", "pgd_linf", "imagenet_c", "imagenet_s", "imagenet_p")
@@ -194,6 +194,7 @@ def compare(results: Path, by: list[str] | None = None, metrics: list[str] | Non
         _curves(loaded.corruption_rows, runs, labels, groups, "severity"),
         loaded,
         notes,
+        _curves(loaded.category_rows, runs, labels, groups, "category"),
     )
 
 

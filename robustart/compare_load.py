@@ -16,12 +16,14 @@ from robustart import store
 from robustart.comparison import NONE, CompareError, Loaded
 
 #: per-row columns read from every file (the run's own columns come from the files' statistics)
-ROW_COLUMNS = ("noise", "metric", "condition", "severity", "eps", "value", "ci_low", "ci_high")
+ROW_COLUMNS = ("noise", "metric", "condition", "severity", "eps", "category", "value", "ci_low", "ci_high")
 #: per-run columns: constant within a run's file
 RUN_COLUMNS = ("run_id", "model", "family", "weights", "data", "params", "flops", "input_size", "subnet")
 #: every column the comparison needs and its type where no file has it
 _CORE_TYPES = {
-    **dict.fromkeys(("run_id", "model", "family", "weights", "data", "noise", "metric", "condition"), "string"),
+    **dict.fromkeys(
+        ("run_id", "model", "family", "weights", "data", "noise", "metric", "condition", "category"), "string"
+    ),
     **dict.fromkeys(("params", "flops", "input_size", "subnet", "severity", "n"), "int64"),
     **dict.fromkeys(("eps", "value", "ci_low", "ci_high"), "float64"),
 }
@@ -62,6 +64,7 @@ def load(results: Path) -> Loaded:
     scan reuses it for the per-row columns.
     """
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.dataset as ds
     import pyarrow.fs as pafs
 
@@ -97,8 +100,11 @@ def load(results: Path) -> Loaded:
     except (OSError, pa.ArrowException) as err:
         raise CompareError(f"cannot read the metrics of {results}: {err}") from None
     table = table.rename_columns([*ROW_COLUMNS, "run"])
+    # a run's value of a measure averages its overall rows; per-category rows (shape bias) are read apart
+    category_rows = _select(table, "shape_bias", "category", ["run", "noise", "condition", "category", "value"])
     per_run = (
-        table.group_by(["run", "noise", "metric"])
+        table.filter(pc.is_null(table["category"]))
+        .group_by(["run", "noise", "metric"])
         .aggregate(
             [
                 ("value", "mean"),
@@ -136,6 +142,7 @@ def load(results: Path) -> Loaded:
         versions,
         unfinished,
         genes,
+        category_rows,
     )
 
 

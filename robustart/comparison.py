@@ -59,6 +59,9 @@ PROPORTIONS = frozenset(
         "broken_first",
         "robust_acc_vs_eps",
         "robust_acc_vs_steps",
+        "shape_bias",
+        "shape_acc",
+        "texture_acc",
     }
 )
 NONE = "(none)"
@@ -109,6 +112,8 @@ class Loaded:
     versions: Counter
     unfinished: int
     genes: list[str]
+    #: run, noise, condition, category, value: shape bias per shape category (cue-conflict runs)
+    category_rows: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass
@@ -127,6 +132,8 @@ class Comparison:
     corruption_curves: pd.DataFrame  # data, group, family, noise, condition, severity, value
     loaded: Loaded
     notes: list[str] = field(default_factory=list)
+    #: data, group, family, noise, condition, category, value: shape bias per category (the report's plot)
+    shape_categories: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def data_sets(self) -> list[str]:

@@ -22,10 +22,13 @@ from robustart.store import DEFAULT_CACHE_DIR
 
 @dataclass
 class ModelConfig:
-    """Which zoo model, and with which weights."""
+    """Which model, and with which weights: a zoo entry by name, ``timm`` (any timm model, ``tag``) or ``custom``
+    (a factory of one's own, ``target``). The options after ``bn_batches`` belong to ``timm`` and ``custom``
+    (see :func:`robustart.models.check_model_options`); a zoo entry refuses them."""
 
     name: str = MISSING
-    #: ``random``, ``pretrained`` (timm's hub, local cache first, fails fast offline) or a file path.
+    #: ``random``, ``pretrained`` (timm's hub, local cache first, fails fast offline) or a file path;
+    #: ``custom``: ``random`` keeps the module as its factory returns it.
     weights: str = "random"
     #: expected sha256 of the weights file; a mismatch refuses it.
     sha256: str | None = None
@@ -36,6 +39,21 @@ class ModelConfig:
     subnet: int | None = None
     #: subnets sliced from a trained supernet: training batches that re-estimate their batch-norm statistics.
     bn_batches: int = 20
+    #: ``timm``: the timm model name (``convnext_nano.in12k_ft_in1k``, ``resnet10t``); preprocessing from its
+    #: pretrained config.
+    tag: str | None = None
+    #: ``custom``: ``MODULE:FACTORY``, importable from PYTHONPATH or the current folder; returns an ``nn.Module``.
+    target: str | None = None
+    #: ``custom``: the factory's keyword arguments; ``timm``: extra arguments of ``timm.create_model``.
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    #: ``custom``: preprocessing (defaults: the data's size, mean 0, std 1, no crop, bilinear).
+    input_size: list[int] | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    crop_pct: float | None = None
+    interpolation: str | None = None
+    #: ``timm`` and ``custom``: ``cnn`` (default), ``transformer``, ``mlp`` or ``nas``.
+    family: str | None = None
 
 
 @dataclass

@@ -91,6 +91,11 @@ def evaluate(job: Job, timings: dict | None = None, t_start: float | None = None
 
     counter = datasets.SkipCounter()
     model = job.model if job.data_info.class_mask is None else MaskedOutputs(job.model, job.data_info.class_mask)
+    groups = job.data_info.class_groups
+    if groups is not None:  # a 1000-class model seen as a few categories (cue-conflict's 16-way decision)
+        from robustart.evaluation.shape_bias import CategoryOutputs
+
+        model = CategoryOutputs(model, list(groups.values()))
     model = with_precision(model, job.amp, job.channels_last)  # attacks and scoring alike
     t = time.monotonic()
     checks = None
@@ -132,6 +137,7 @@ def evaluate(job: Job, timings: dict | None = None, t_start: float | None = None
 
     run_cols = {"run_id": job.run_id, "model": meta.name, "weights": job.weights}
     predictions = join_sample_columns(predictions, sample_columns(job.noise)).assign(**run_cols)
+    predictions = join_data_columns(predictions, job.data, groups)
     if frames is not None:
         frames = frames.assign(**run_cols)
     metrics = score(predictions, job.noise, job.data_name, checks=checks, frames=frames,
@@ -196,6 +202,25 @@ def _noise_report(noise) -> dict:
     """A noise's JSON-able facts for the manifest (sequence noises have none)."""
     report = getattr(noise, "report", None)
     return (report() if report is not None else None) or {}
+
+
+def join_data_columns(predictions, data, groups: dict | None = None):
+    """``predictions`` with what the data knows of each sample (a dataset's ``sample_columns()``: its file's
+    ``path``, cue-conflict's categories), joined on ``sample_id``; and, for data scored as categories, each
+    row's ``decision`` (the category its prediction names)."""
+    datasets = data.values() if isinstance(data, dict) else [data]
+    tables = [d.sample_columns() for d in datasets if hasattr(d, "sample_columns")]
+    if tables:
+        import pandas as pd
+
+        table = pd.concat(tables, ignore_index=True).drop_duplicates("sample_id")
+        predictions = predictions.drop(columns=[c for c in table if c != "sample_id"]).merge(
+            table, on="sample_id", how="left", validate="many_to_one"
+        )
+    if groups is not None:
+        names = list(groups)
+        predictions["decision"] = [names[p] for p in predictions["pred"]]
+    return predictions
 
 
 def join_sample_columns(predictions, extra):

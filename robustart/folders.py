@@ -59,7 +59,13 @@ class ImageFolderDataset(Dataset):
         return image, torch.tensor(self.labels[i]), torch.tensor(self.sample_ids[i])
 
     def subset(self, n: int) -> ImageFolderDataset:
-        return type(self)(self.files[:n], self.labels[:n], self.transform, self.sample_ids[:n])
+        """``n`` of the files, class-balanced (:func:`balanced_indices`), in their original order."""
+        return self.take(balanced_indices(self.labels, n))
+
+    def take(self, indices: list[int]) -> ImageFolderDataset:
+        """The files at ``indices``, with their labels and sample ids."""
+        pick = lambda values: [values[i] for i in indices]  # noqa: E731
+        return type(self)(pick(self.files), pick(self.labels), self.transform, pick(self.sample_ids))
 
     def raw(self, pipeline) -> RawImageDataset:
         """The same files and sample ids, with ``pipeline`` (compressed bytes -> tensor) instead of Pillow
@@ -73,6 +79,23 @@ class RawImageDataset(ImageFolderDataset):
 
     def load(self, path: Path) -> torch.Tensor:
         return self.transform(path.read_bytes())
+
+
+def balanced_indices(labels: list[int], n: int) -> list[int]:
+    """``n`` indices spread evenly over the classes and within each class, sorted: each class gets ``n // k``
+    (the first ``n % k`` classes one more; a class short of its share gives the rest to the others), taken as
+    every ``m / share``-th of its ``m`` files. Deterministic, and never the first classes only."""
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(int(label), []).append(i)
+    members = [by_class[c] for c in sorted(by_class)]
+    shares, left = [0] * len(members), min(n, len(labels))
+    while left:  # round by round, one more to each class that still has files
+        open_classes = [c for c, m in enumerate(members) if shares[c] < len(m)]
+        for c in open_classes[:left] if left < len(open_classes) else open_classes:
+            shares[c] += 1
+            left -= 1
+    return sorted(m[(j * len(m)) // q] for m, q in zip(members, shares) for j in range(q))
 
 
 def eval_transform(input_size: tuple[int, int, int], crop_pct: float, interpolation: str):

@@ -19,6 +19,11 @@ from robustart.config import TRAINING_BOOKKEEPING, TrainingConfig
 from robustart.errors import UserError
 from robustart.noise.registry import get_noise_entry, identity_options
 
+#: the model options of ``model=timm`` and ``model=custom`` (``robustart.models.OWN_OPTIONS``): part of the identity
+#: when set (so the tag, the factory, its kwargs, the preprocessing and the family each make another run), left out
+#: at their defaults so that zoo runs keep the ids they had before these options existed
+OWN_MODEL_OPTIONS = ("tag", "target", "kwargs", "input_size", "mean", "std", "crop_pct", "interpolation", "family")
+
 # What affects results, and so the run identity. Paths, logging, workers and device do not.
 _IDENTITY_KEYS = {
     "model": None,
@@ -53,6 +58,9 @@ def _resolved(cfg: DictConfig) -> dict[str, Any]:
     if model.get("subnet") is None:
         model.pop("subnet", None)
         model.pop("bn_batches", None)
+    for key in OWN_MODEL_OPTIONS:  # options of model=timm and model=custom, added after zoo runs existed
+        if model.get(key) in (None, {}):
+            model.pop(key, None)
     if training and training.get("sandwich_random") is None:
         training.pop("sandwich_random", None)
         training.pop("inplace_distill", None)
@@ -63,6 +71,29 @@ def _resolved(cfg: DictConfig) -> dict[str, Any]:
             if key in training and training[key] == default:
                 training.pop(key)
     return full
+
+
+def plain_model_options(model_cfg) -> dict[str, Any]:
+    """A model config (DictConfig or mapping) as a plain dict."""
+    return model_cfg if isinstance(model_cfg, dict) else OmegaConf.to_container(model_cfg, resolve=True)
+
+
+def model_kind(model_cfg) -> str:
+    """``timm`` (any timm model, ``model=timm``), ``custom`` (a factory of one's own, ``model=custom``) or ``zoo``."""
+    name = plain_model_options(model_cfg).get("name")
+    return name if name in ("timm", "custom") else "zoo"
+
+
+def model_label(model_cfg) -> str:
+    """The model's name in the results and the run folder: a zoo entry's name, a timm model's tag, a custom
+    factory's ``module.factory`` (``model.target`` with ``.`` for ``:``)."""
+    options = plain_model_options(model_cfg)
+    kind = model_kind(options)
+    if kind == "timm" and options.get("tag"):
+        return str(options["tag"])
+    if kind == "custom" and options.get("target"):
+        return str(options["target"]).replace(":", ".")
+    return str(options["name"])
 
 
 def recipe_label(training: DictConfig | dict) -> str:
@@ -96,7 +127,7 @@ def run_directory(cfg: DictConfig) -> tuple[str, Path]:
     """``(run_id, folder)``: the id is a hash of :func:`identity`, the folder names it readably."""
     run_id = stable_hash(identity(cfg))
     results = Path(os.path.expanduser(cfg.paths.results_dir))
-    return run_id, results / f"{cfg.model.name}-{cfg.noise.name}-{cfg.data.name}-{run_id}"
+    return run_id, results / f"{model_label(cfg.model)}-{cfg.noise.name}-{cfg.data.name}-{run_id}"
 
 
 def noise_kwargs(name: str, options: dict) -> dict[str, Any]:

@@ -17,7 +17,7 @@ log = logging.getLogger("robustart")
 SHIFT_SETS = ("imagenet_a", "imagenet_o", "imagenet_r", "imagenet_sketch", "imagenetv2")
 
 
-DATA_NAMES = ("fashion_mnist", "fashion_mnist_ood", "imagenet", "imagenet_c", "imagenet_p", *SHIFT_SETS)
+DATA_NAMES = ("fashion_mnist", "fashion_mnist_ood", "imagenet", "imagenet_c", "imagenet_p", *SHIFT_SETS, "cue_conflict")
 
 
 def load_data(cfg: DictConfig, cache_dir: Path, noise, need_train: bool):
@@ -26,8 +26,8 @@ def load_data(cfg: DictConfig, cache_dir: Path, noise, need_train: bool):
     images, image folders re-decoded by system noise), its description, and the training set when
     ``need_train`` (training, or a subnet whose batch-norm statistics are re-estimated)."""
     from robustart import data as datasets
-    from robustart import model_zoo
     from robustart.evaluation.shift import OOD
+    from robustart.models import model_metadata
     from robustart.noise import Condition
 
     ev, train_data = cfg.evaluation, None
@@ -44,15 +44,14 @@ def load_data(cfg: DictConfig, cache_dir: Path, noise, need_train: bool):
             info.notes.append(
                 f"out-of-distribution set: {len(patches)} grey 28 px patches of scikit-image's photographs"
             )
-    elif cfg.data.name in ("imagenet", "imagenet_c", "imagenet_p", *SHIFT_SETS):
+    elif cfg.data.name in ("imagenet", "imagenet_c", "imagenet_p", "cue_conflict", *SHIFT_SETS):
         if need_train:
             raise UserError(
                 f"training (or re-estimating a subnet's batch norm) on data={cfg.data.name} is not supported yet; "
                 "drop training= or use fashion_mnist"
             )
         # the model's own preprocessing, from its metadata
-        meta = model_zoo.get_metadata(cfg.model.name, num_classes=cfg.model.num_classes, in_chans=cfg.model.in_chans,
-                                      img_size=cfg.model.img_size)  # fmt: skip
+        meta = model_metadata(cfg.model)  # a zoo entry's, a timm model's or a custom model's
         if cfg.data.name == "imagenet":
             transform = datasets.eval_transform(meta.input_size, meta.crop_pct, meta.interpolation)
             if cfg.noise.name == "imagenet_p":
@@ -61,6 +60,11 @@ def load_data(cfg: DictConfig, cache_dir: Path, noise, need_train: bool):
                 resized = math.floor(meta.input_size[-1] / meta.crop_pct)
                 transform = datasets.eval_transform((*meta.input_size[:2], resized), 1.0, meta.interpolation)
             eval_data, info = datasets.load_imagenet_folder(cfg.data.root, cfg.data.split, transform)
+        elif cfg.data.name == "cue_conflict":  # whole images at the model's input size, never cropped
+            from robustart.cue_conflict import load_cue_conflict, transform_for
+
+            transform = transform_for(meta.input_size, meta.interpolation)
+            eval_data, info = load_cue_conflict(cfg.data.root, cache_dir, transform)
         elif cfg.data.name in SHIFT_SETS:
             if cfg.data.name == "imagenet_o" and cfg.noise.name != "clean":
                 raise UserError(

@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from robustart.errors import UserError
+from robustart.identity import OWN_MODEL_OPTIONS, model_kind, model_label, plain_model_options
 
 #: the preprocessing and labelling options of a model given as a module
 MODEL_OPTIONS = ("input_size", "mean", "std", "crop_pct", "interpolation", "num_classes", "name", "family")
@@ -106,13 +107,17 @@ def prepare_model(model, dataset, info, options: dict, weights: str = "random"):
     return wrap_module(model, dataset, info, options)
 
 
-def wrap_module(module: nn.Module, dataset, info, options: dict):
-    """A researcher's module with its preprocessing inside, and its metadata (classes from one forward pass)."""
+def wrap_module(module: nn.Module, dataset, info, options: dict, in_memory: bool | None = None):
+    """A researcher's module with its preprocessing inside, and its metadata (classes from one forward pass).
+
+    ``in_memory``: the data's images are as stored, so cropping and resizing happen inside the model (default: when
+    ``info.root`` is ``"in memory"``); otherwise the data was read at the model's size and crop already."""
     from dataclasses import replace
 
     from robustart import model_zoo
     from robustart.model_zoo.metadata import FAMILIES, channel_stats
 
+    in_memory = info.root == "in memory" if in_memory is None else in_memory
     image, _, _ = dataset[0]
     pretrained = dict(getattr(module, "pretrained_cfg", None) or {})
     pick = lambda key, default: options[key] if options.get(key) is not None else pretrained.get(key, default)  # noqa: E731
@@ -120,12 +125,12 @@ def wrap_module(module: nn.Module, dataset, info, options: dict):
     if input_size[0] != image.shape[0]:
         raise UserError(f"the model takes {input_size[0]} channels but the data has {image.shape[0]}")
     mean, std = channel_stats(pick("mean", (0.0,)), pick("std", (1.0,)), input_size[0])
-    crop_pct = float(pick("crop_pct", 1.0)) if info.root == "in memory" else 1.0  # folders are cropped when read
+    crop_pct = float(pick("crop_pct", 1.0)) if in_memory else 1.0  # folders are cropped when read
     interpolation = pick("interpolation", "bilinear")
     family = options.get("family") or "cnn"
     if family not in FAMILIES:
         raise UserError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
-    net = Preprocess(module, input_size[1:], crop_pct, interpolation) if info.root == "in memory" else module
+    net = Preprocess(module, input_size[1:], crop_pct, interpolation) if in_memory else module
     meta = model_zoo.ModelMetadata(
         name=options.get("name") or type(module).__name__.lower(), family=family,
         architecture=f"{type(module).__module__}.{type(module).__qualname__}", num_classes=0, in_chans=input_size[0],
@@ -157,3 +162,193 @@ def _flops(model: nn.Module, input_size, device) -> int:
         return count_flops(model.net, input_size)
     except Exception:  # a counter that cannot trace the module costs the column, not the run
         return 0
+
+
+# ------------------------------------------------------------------------------------------------ model=timm, custom
+
+#: the options each kind of model takes besides name, weights, sha256 and bn_batches (which it ignores)
+KIND_OPTIONS = {
+    "zoo": ("num_classes", "in_chans", "img_size", "subnet"),
+    "timm": ("tag", "kwargs", "family", "num_classes", "in_chans", "img_size"),
+    "custom": ("target", "kwargs", "family", "input_size", "mean", "std", "crop_pct", "interpolation"),
+}
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+def check_model_options(model_cfg) -> None:
+    """Refuse options the kind of model does not take, and malformed values, before any work (no import, no
+    data): a zoo entry takes none of :data:`~robustart.identity.OWN_MODEL_OPTIONS`, ``timm`` needs ``tag``,
+    ``custom`` needs ``target``."""
+    from robustart.model_zoo.metadata import FAMILIES
+
+    options = plain_model_options(model_cfg)
+    kind = model_kind(options)
+    wrong = [k for k in (*OWN_MODEL_OPTIONS, "num_classes", "in_chans", "img_size", "subnet")
+             if k not in KIND_OPTIONS[kind] and options.get(k) not in (None, {})]  # fmt: skip
+    if wrong:
+        if kind == "zoo":
+            raise UserError(
+                f"model.{wrong[0]} is an option of model=timm and model=custom; the zoo entry {options['name']} "
+                "has its own family and preprocessing (model=timm model.tag=NAME evaluates any timm model)"
+            )
+        hint = {"custom": f"pass it to the factory (+model.kwargs.{wrong[0]}=VALUE), or set model.input_size",
+                "timm": "timm models take their preprocessing from timm's pretrained config"}[kind]  # fmt: skip
+        raise UserError(f"model={kind} does not take model.{wrong[0]}: {hint}")
+    if kind == "zoo":
+        return
+    if options.get("family") not in (None, *FAMILIES):
+        raise UserError(f"model.family must be one of {', '.join(FAMILIES)}, got {options['family']!r}")
+    if kind == "timm":
+        if not options.get("tag"):
+            raise UserError("model=timm needs model.tag=<timm model name>, e.g. model.tag=convnext_nano.in12k_ft_in1k")
+        clash = sorted(set(options.get("kwargs") or {}) & {"num_classes", "in_chans", "img_size", "pretrained"})
+        if clash:
+            raise UserError(f"model.kwargs.{clash[0]}: set model.{clash[0]} instead (model.weights for pretrained)")
+        return
+    target = options.get("target")
+    if not target or target.count(":") != 1 or not all(target.split(":")):
+        raise UserError(f"model=custom needs model.target=MODULE:FACTORY (e.g. mymodule:build), got {target!r}")
+    if options.get("weights") == "pretrained":
+        raise UserError("model=custom takes model.weights=random (the module as its factory returns it) or a file")
+    size = options.get("input_size")
+    if size is not None and (len(size) != 3 or min(size) < 1):
+        raise UserError(f"model.input_size must be [channels, height, width], got {list(size)}")
+    for key in ("mean", "std"):
+        values = options.get(key)
+        lengths = (1, size[0]) if size else (1, len(values or ()))
+        if values is not None and (len(values) not in lengths or (key == "std" and min(values) <= 0)):
+            raise UserError(f"model.{key} takes one value or one per input channel{' (> 0)' * (key == 'std')}")
+    if options.get("crop_pct") is not None and not 0 < options["crop_pct"] <= 1:
+        raise UserError(f"model.crop_pct must be in (0, 1], got {options['crop_pct']}")
+    if options.get("interpolation") not in (None, *INTERPOLATIONS):
+        raise UserError(f"model.interpolation must be one of {', '.join(INTERPOLATIONS)}")
+
+
+def load_factory(target: str):
+    """The callable ``MODULE:FACTORY`` names, imported from PYTHONPATH or the current folder."""
+    import importlib
+    import os
+    import sys
+
+    module_name, _, attr = target.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    importlib.invalidate_caches()
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name == module_name or module_name.startswith(f"{err.name}."):  # not a module it imports
+            raise UserError(
+                f"model.target={target}: no module named {module_name!r} (put its folder on PYTHONPATH or run "
+                "from the folder that holds it)"
+            ) from None
+        raise UserError(f"model.target={target}: importing module {module_name!r} failed: {err}") from None
+    except Exception as err:  # the user's module: a syntax error, or anything its import runs
+        raise UserError(f"model.target={target}: importing module {module_name!r} failed: "
+                        f"{type(err).__name__}: {err}") from None  # fmt: skip
+    factory = module
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise UserError(f"model.target={target}: module {module_name!r} has no attribute {attr!r}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise UserError(f"model.target={target} is a {type(factory).__name__}, not a callable returning an nn.Module")
+    return factory
+
+
+def check_factory(model_cfg):
+    """The factory of ``model=custom``, imported, with ``model.kwargs`` checked against its signature."""
+    import inspect
+
+    options = plain_model_options(model_cfg)
+    target, kwargs = options["target"], options.get("kwargs") or {}
+    factory = load_factory(target)
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin or extension: its call tells
+        return factory
+    params = signature.parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = sorted(set(kwargs) - set(names))
+        if unknown:
+            raise UserError(
+                f"model.target={target} does not take model.kwargs.{unknown[0]}; it takes "
+                f"{', '.join(names) or 'no keyword arguments'}"
+            )
+    try:
+        signature.bind(**kwargs)
+    except TypeError as err:
+        raise UserError(f"model.target={target}: its arguments do not fit model.kwargs {kwargs}: {err}") from None
+    return factory
+
+
+def model_metadata(model_cfg):
+    """The model's :class:`~robustart.model_zoo.ModelMetadata` as far as it is known before the model is built
+    (input size, crop, interpolation, mean/std, family): a zoo entry's, a timm model's (its pretrained config), or
+    a custom model's from ``model.input_size``... (which image folders need, to read the files at that size)."""
+    from robustart import model_zoo
+    from robustart.model_zoo.metadata import channel_stats
+
+    options = plain_model_options(model_cfg)
+    kind = model_kind(options)
+    sizes = {k: options.get(k) for k in ("num_classes", "in_chans", "img_size")}
+    if kind == "zoo":
+        return model_zoo.get_metadata(options["name"], **sizes)
+    if kind == "timm":
+        return model_zoo.timm_metadata(options["tag"], family=options.get("family") or "cnn",
+                                       name=model_label(options), **sizes, **(options.get("kwargs") or {}))  # fmt: skip
+    if options.get("input_size") is None:
+        raise UserError("model=custom on image files needs model.input_size=[3,H,W]: the size the images are read at")
+    size = tuple(options["input_size"])
+    mean, std = channel_stats(options.get("mean") or (0.0,), options.get("std") or (1.0,), size[0])
+    return model_zoo.ModelMetadata(
+        name=model_label(options), family=options.get("family") or "cnn", architecture=options["target"],
+        num_classes=0, in_chans=size[0], input_size=size, mean=mean, std=std,
+        crop_pct=float(options.get("crop_pct") or 1.0), interpolation=options.get("interpolation") or "bilinear",
+    )  # fmt: skip
+
+
+def build_model(model_cfg, dataset, info, weights: str, seed: int = 0):
+    """A ``model=timm`` or ``model=custom`` model for ``dataset`` (one sample runs through a custom module to learn
+    its classes), with its metadata: as :func:`prepare_model` gives a researcher's module to
+    :func:`robustart.evaluate`. ``weights`` is the weights file, ``random`` or (timm) ``pretrained``."""
+    from dataclasses import replace
+
+    from robustart import model_zoo
+    from robustart.samples import TensorDataset
+
+    options = plain_model_options(model_cfg)
+    label, family = model_label(options), options.get("family") or "cnn"
+    kwargs, sha256 = options.get("kwargs") or {}, options.get("sha256")
+    if model_kind(options) == "timm":
+        return model_zoo.create_timm_model(
+            options["tag"], family=family, weights=weights, sha256=sha256, name=label, num_classes=options.get(
+                "num_classes"), in_chans=options.get("in_chans"), img_size=options.get("img_size"), **kwargs,
+        )  # fmt: skip
+    target = options["target"]
+    factory = check_factory(options)
+    try:
+        with torch.random.fork_rng(devices=[]):  # a randomly initialised module is the same in every run
+            torch.manual_seed(seed)
+            module = factory(**kwargs)
+    except Exception as err:  # the user's factory: its failure is theirs to see
+        raise UserError(
+            f"model.target={target} failed when called with {kwargs}: {type(err).__name__}: {err}"
+        ) from None
+    if not isinstance(module, nn.Module):
+        raise UserError(f"model.target={target} returned a {type(module).__name__}, not an nn.Module")
+    source = None
+    if weights != "random":
+        source = model_zoo.load_weights_file(module, weights, sha256)
+    in_memory = isinstance(dataset, TensorDataset)  # else read from files at the model's size and crop
+    given = {k: options.get(k) for k in ("input_size", "mean", "std", "crop_pct", "interpolation")}
+    model, _ = wrap_module(module, dataset, info, {**given, "name": label, "family": family}, in_memory=in_memory)
+    meta = replace(model.metadata, architecture=target)
+    if not in_memory:  # the crop and interpolation the files were read with
+        read = model_metadata(options)
+        meta = replace(meta, crop_pct=read.crop_pct, interpolation=read.interpolation)
+    if source is not None:
+        meta = meta.with_weights(*source)
+    model.metadata = meta
+    return model

@@ -17,8 +17,17 @@ from omegaconf.errors import OmegaConfBaseException
 
 from robustart import store
 from robustart.errors import UserError
-from robustart.identity import TRAINING_ADDED, build_noise, noise_options, recipe_label, training_key
+from robustart.identity import (
+    TRAINING_ADDED,
+    build_noise,
+    model_kind,
+    model_label,
+    noise_options,
+    recipe_label,
+    training_key,
+)
 from robustart.loading import load_data
+from robustart.models import build_model, check_factory, check_model_options, model_metadata
 from robustart.tracking import check_logger
 
 log = logging.getLogger("robustart")
@@ -44,6 +53,7 @@ def validate_config(cfg: DictConfig) -> None:
                 walk(node[key], inner[0], f"{path}{key}.")
 
     walk({k: cfg[k] for k in cfg if k != "noise"}, Config, "")
+    check_model_options(cfg.model)  # which options a zoo entry, model=timm and model=custom take
     noise = cfg.noise
     extra = sorted(set(noise) - {"name", "members"}) if "members" in noise else []
     if extra:
@@ -126,10 +136,17 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
         raise UserError("noise=imagenet_p scores frame sequences and cannot be a member of a suite; run it alone")
     baseline = _baseline_metrics(cfg, noise.baseline_run) if getattr(noise, "baseline_run", None) else None
     cache_dir = Path(os.path.expanduser(cfg.paths.cache_dir))
-    model_name = cfg.model.name
-    model_zoo.registry.get_entry(model_name)  # unknown names fail here with the list of valid ones
+    model_name, kind = model_label(cfg.model), model_kind(cfg.model)
+    if kind == "zoo":
+        model_zoo.registry.get_entry(model_name)  # unknown names fail here with the list of valid ones
+    elif cfg.training is not None:
+        raise UserError(f"training=... trains zoo entries; model={kind} is evaluated as it is: drop training=...")
+    elif kind == "timm":
+        model_metadata(cfg.model)  # an unknown tag or option fails here, before data is read
+    else:
+        check_factory(cfg.model)  # the import, the factory and its kwargs, before data is read
 
-    trained = _trained_entry(cfg, cache_dir)
+    trained = _trained_entry(cfg, cache_dir) if kind == "zoo" else None
     eval_data, info, train_data = load_data(cfg, cache_dir, noise, need_train=trained is not None)
     data_classes, data_chans = info.num_classes, info.in_chans
 
@@ -166,18 +183,29 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
                 from robustart.training import load_state
 
                 load_state(state_file, train_hash)  # a state of another config is refused now
+    elif kind != "zoo":  # any timm model, or a factory of one's own
+        sample = next(iter(eval_data.values())) if isinstance(eval_data, dict) else eval_data
+        model = build_model(cfg.model, sample, info, checkpoint_path(cfg.model.weights, cache_dir), cfg.seed)
     else:
         weights = checkpoint_path(cfg.model.weights, cache_dir)
         model = model_zoo.create_model(model_name, weights=weights, sha256=cfg.model.sha256, **overrides)
+    if info.class_groups is not None and model.metadata.num_classes != 1000:
+        raise UserError(
+            f"data={cfg.data.name} turns the 1000 ImageNet-1k classes into {len(info.class_groups)} category "
+            f"decisions, but model {model_name} has {model.metadata.num_classes} outputs; use a 1000-class ImageNet "
+            "model"
+        )
     if info.class_mask is not None and model.metadata.num_classes != data_classes:
         raise UserError(
             f"data={cfg.data.name} restricts the outputs of an ImageNet-1k model to its {len(info.class_mask)} "
             f"classes, but model {model_name} has {model.metadata.num_classes} outputs; use a 1000-class ImageNet model"
         )
     if model.metadata.num_classes != data_classes:
+        fix = (f"make the factory return {data_classes} logits (+model.kwargs.NAME=VALUE)" if kind == "custom" else
+               f"set model.num_classes={data_classes} with matching weights, or train with training=...")  # fmt: skip
         raise UserError(
             f"model {model_name} has {model.metadata.num_classes} classes but data {cfg.data.name} has {data_classes}; "
-            f"set model.num_classes={data_classes} with matching weights, or train with training=..."
+            + fix
         )
     if model.metadata.in_chans != data_chans:
         raise UserError(

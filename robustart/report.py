@@ -27,7 +27,14 @@ import numpy as np
 import pandas as pd
 
 from robustart.comparison import DEFINITIONS, summary_line
-from robustart.report_figures import _attack_figure, _corruption_figure, _nas_figure, _scatter_figure, _strip_figure
+from robustart.report_figures import (
+    _attack_figure,
+    _corruption_figure,
+    _nas_figure,
+    _scatter_figure,
+    _shape_bias_figure,
+    _strip_figure,
+)
 
 MAX_STRIP_PANELS = 9
 MAX_SCATTER_PANELS = 2
@@ -162,6 +169,7 @@ def _plots_html(c, data: str) -> str:
     else:
         out.append("<p>The clean-vs-robust scatter needs clean <code>top1</code> rows and one robust measure.</p>")
 
+    out += _shape_bias_html(c, data)
     info = c.model_info[c.model_info["data"] == data]
     subnets = info[info["subnet"].notna()] if "subnet" in info else info.iloc[:0]
     if len(subnets):
@@ -185,6 +193,27 @@ def _plots_html(c, data: str) -> str:
             "every run; schema-1 runs carry no genes), so there is no genes-vs-robustness plot.</p>"
         )
     return "\n".join(out)
+
+
+def _shape_bias_html(c, data: str) -> list[str]:
+    """The shape-bias plot of each noise condition of cue-conflict runs (none for other data)."""
+    from robustart.evaluation.shape_bias import HUMAN_SHAPE_BIAS
+
+    rows = c.shape_categories[c.shape_categories["data"] == data] if len(c.shape_categories) else None
+    if rows is None or not len(rows):
+        return []
+    out = []
+    for (noise, condition), part in rows.groupby(["noise", "condition"], sort=False):
+        measure = next((m for m in c.plot_measures if m.metric == "shape_bias" and m.noise == noise), None)
+        models = c.models[(c.models["data"] == data) & (c.models["measure"] == getattr(measure, "label", None))]
+        where = noise if condition == noise else f"{noise}: {condition}"
+        caption = (
+            f"Shape bias per shape category ({where}): a marker per model coloured by family, each model's overall "
+            f"shape bias as a vertical line, humans (Geirhos et al. 2019) dashed."
+        )
+        figure = _shape_bias_figure(part, models[["group", "value"]], HUMAN_SHAPE_BIAS)
+        out.append(_figure(f"shape-bias-{data}-{noise}-{condition}", figure, caption))
+    return out
 
 
 def _figure_or_note(name: str, rows: pd.DataFrame, draw, caption: str, missing: str) -> str:

@@ -332,3 +332,43 @@ def _nas_figure(models: pd.DataFrame, subnets: pd.DataFrame, robust, clean):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(robust.heading, fontsize=8)
     return fig
+
+
+#: models drawn with their own marker in the shape-bias plot (beyond, the plot shows the first ones by shape bias)
+MAX_SHAPE_MODELS = 12
+_MODEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*")
+
+
+def _shape_bias_figure(categories: pd.DataFrame, overall: pd.DataFrame, human: float):
+    """model-vs-human's shape-bias plot: a row per shape category, shape bias on a 0-1 axis (texture decisions on
+    the left, shape on the right), a marker per model coloured by its family, each model's overall shape bias as
+    a vertical line in its colour, and the human figure as a dashed line.
+
+    Args:
+        categories: ``group``, ``family``, ``category``, ``value`` (one noise condition).
+        overall: ``group``, ``value``: each model's overall shape bias (may be empty).
+        human: the human reference.
+    """
+    order = overall.set_index("group")["value"].reindex(categories["group"].unique())
+    groups = list(order.sort_values(ascending=False, na_position="last").index[:MAX_SHAPE_MODELS])
+    names = sorted(categories["category"].unique(), reverse=True)  # alphabetical from the top
+    fig, axes = _new_figure(1, 1, size=(5.0, 0.28 * len(names) + 0.9), legend=True)
+    ax = axes[0]
+    ys = {name: i for i, name in enumerate(names)}
+    for k, group in enumerate(groups):
+        rows = categories[categories["group"] == group]
+        family = rows["family"].iloc[0]
+        color = FAMILY_COLORS.get(family, "#7f7f7f")
+        ax.scatter(rows["value"], rows["category"].map(ys), s=22, color=color, marker=_MODEL_MARKERS[k % 12],
+                   alpha=0.85, linewidths=0, label=f"{group} ({family})")  # fmt: skip
+        if not np.isnan(order.get(group, np.nan)):
+            ax.axvline(order[group], color=color, linewidth=0.8, alpha=0.6)
+    ax.axvline(human, color="#444", linestyle="--", linewidth=1.0, label=f"humans ({human:.2f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.6, len(names) - 0.4)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel("shape bias: share of shape decisions (0 = texture, 1 = shape)", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    _legend(fig, axes)
+    return fig

@@ -25,6 +25,10 @@ class DatasetInfo:
     #: for sets labelled in a subset of ImageNet-1k (ImageNet-A, -O, -R): the 1k output columns kept, in
     #: label order; ``num_classes`` is then the model's (1000) and labels index this list
     class_mask: list[int] | None = None
+    #: for sets scored as a few categories of ImageNet-1k (cue-conflict's 16): each category's 1k output
+    #: columns, whose mean probability is the category's; ``num_classes`` is then the model's (1000) and labels
+    #: index the categories in this order
+    class_groups: dict[str, list[int]] | None = None
 
 
 class TensorDataset(Dataset):

@@ -15,7 +15,9 @@ from typing import Any
 DEFAULT_CACHE_DIR = "~/.cache/robustart"
 
 #: 2 added the model's ``flops``, ``input_size``, ``subnet`` and NAS gene (``nas_*``) columns to ``metrics``.
-SCHEMA_VERSION = 2
+#: 3 added ``category`` to ``metrics`` and ``path``, ``shape_category``, ``texture_category`` and ``decision`` to
+#: ``predictions`` (nullable; a file of an older version reads them as null).
+SCHEMA_VERSION = 3
 METRICS_FILE = "metrics.parquet"
 PREDICTIONS_FILE = "predictions.parquet"
 FRAMES_FILE = "frames.parquet"
@@ -49,6 +51,8 @@ def metrics_schema():
         ("condition", pa.string()),
         ("severity", pa.int64()),
         ("eps", pa.float64()),
+        # shape bias (data=cue_conflict): the shape category of a per-category row; null for overall rows
+        ("category", pa.string()),
         ("value", pa.float64()),
         ("n", pa.int64()),
         ("ci_low", pa.float64()),
@@ -86,6 +90,12 @@ def predictions_schema():
         # minimal-budget noises (cw, deepfool, min_eps): the sample's smallest perturbation found to change its
         # prediction (0: misclassified clean; NaN: never changed); null for every other noise
         ("min_eps", pa.float64()),
+        # file data: the image's path relative to the data root (null for in-memory data)
+        ("path", pa.string()),
+        # cue-conflict data: the image's shape and texture categories and the model's 16-way decision
+        ("shape_category", pa.string()),
+        ("texture_category", pa.string()),
+        ("decision", pa.string()),
     ]
     return pa.schema(fields, metadata={"robustart_schema_version": str(SCHEMA_VERSION), "table": "predictions"})
 

@@ -23,19 +23,41 @@ def _pct(value: float, low: float, high: float) -> str:
 
 #: metrics with their own layout; any other metric is listed as ``condition metric value``
 _TABLED = {"top1", "top5", "acc", "robust_acc", "ar", "flip_rate"}
+#: cue-conflict's rows: one table per condition, overall then per shape category
+_SHAPE = ("shape_bias", "shape_acc", "texture_acc")
 
 
 def _others(group: pd.DataFrame) -> list[str]:
     """One line per metric row outside the tables (calibration, detection, sequence metrics, mCE...)."""
     lines = []
-    for r in group[~group["metric"].isin(_TABLED | set(_CURVES))].itertuples():
+    for r in group[~group["metric"].isin(_TABLED | set(_CURVES) | set(_SHAPE))].itertuples():
         where = "" if pd.isna(r.condition) or r.condition == r.noise else r.condition
         level = "" if pd.isna(r.severity) else f"difficulty/severity {int(r.severity)}"
         if not pd.isna(r.eps):  # per-budget attack metrics (transfer_asr...)
             level = f"eps {format_eps(r.eps)}"
         where = f"{where} " if len(where) >= 18 else where
         lines.append(f"  {where:<18}{r.metric:<18}{r.value:10.4f}   {level}".rstrip())
-    return lines + _curve_lines(group)
+    return lines + _curve_lines(group) + _shape_lines(group)
+
+
+def _shape_lines(group: pd.DataFrame) -> list[str]:
+    """Shape bias, shape and texture accuracy per condition: the overall row, then each shape category's."""
+    rows = group[group["metric"].isin(_SHAPE)]
+    lines = []
+    for (cond, severity, eps), g in rows.groupby(["condition", "severity", "eps"], sort=False, dropna=False):
+        where = "" if cond == g["noise"].iloc[0] else f" {cond}"
+        where += "" if pd.isna(severity) else f" severity {int(severity)}"
+        where += "" if pd.isna(eps) else f" eps {format_eps(eps)}"
+        lines.append(f"  shape bias{where}: {'':<10} {'shape_bias [95% CI]':<24} {'shape_acc':>9} {'texture_acc':>12}")
+        table = g.assign(category=g["category"].fillna("(all)")).pivot_table(
+            index="category", columns="metric", values=["value", "ci_low", "ci_high"], sort=False, dropna=False
+        )
+        for category in ["(all)", *sorted(c for c in table.index if c != "(all)")]:
+            r = table.loc[category]
+            bias = _pct(r[("value", "shape_bias")], r[("ci_low", "shape_bias")], r[("ci_high", "shape_bias")])
+            lines.append(f"    {category:<20} {bias:<24} {100 * r[('value', 'shape_acc')]:8.1f}% "
+                         f"{100 * r[('value', 'texture_acc')]:11.1f}%")  # fmt: skip
+    return lines
 
 
 #: robustness curves (:mod:`robustart.evaluation.curves`) and the column holding their x value: one line per curve

@@ -53,6 +53,39 @@ def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subpro
     )
 
 
+#: a probe appended to a report page: it records what the browser decoded (images, plots, tables)
+RENDER_CHECK = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  const result = {
+    images: images.length,
+    decoded: images.filter((i) => i.complete && i.naturalWidth > 0).length,
+    plots: [...document.querySelectorAll("figure.plot")].map((f) => f.dataset.plot),
+    tables: document.querySelectorAll("table.compare").length,
+    rows: document.querySelectorAll("table.compare tr").length,
+  };
+  const out = document.createElement("pre");
+  out.id = "render-check";
+  out.textContent = JSON.stringify(result);
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def render_in_chromium(chromium: str, report: str, folder: Path) -> dict:
+    """Load ``report`` (HTML text) in headless Chromium and return what the probe recorded."""
+    import json
+    import re
+
+    page = folder / "check.html"
+    page.write_text(report.replace("</body>", RENDER_CHECK + "</body>"))
+    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)  # fmt: skip
+    found = re.search(r'<pre id="render-check">(.*?)</pre>', proc.stdout)
+    assert found, proc.stderr[-2000:]
+    return json.loads(found.group(1))
+
+
 def run_dirs(results: Path) -> list[Path]:
     return sorted(p for p in results.iterdir() if p.is_dir() and not p.name.startswith(".")) if results.exists() else []
 

@@ -8,7 +8,6 @@ line joins them in the end-to-end test.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import shutil
@@ -23,7 +22,7 @@ import pytest
 
 from robustart import compare, store
 from robustart.evaluation.metrics import wilson_interval
-from tests.conftest import FAST, REPO, run_cli, run_dirs
+from tests.conftest import FAST, REPO, render_in_chromium, run_cli, run_dirs
 
 GENES = [c for c in store.model_columns() if c.startswith("nas_")]
 EPS = [0.5 / 255, 2 / 255, 8 / 255]
@@ -54,7 +53,18 @@ def metric_rows(top1: int, robust: list[int], corrupt: list[int], n: int = 200) 
     return rows
 
 
-def write_run(results, model, family, rows, *, subnet=None, version=2, done=True, data="fashion_mnist", run_id=None):
+def write_run(
+    results,
+    model,
+    family,
+    rows,
+    *,
+    subnet=None,
+    version=store.SCHEMA_VERSION,
+    done=True,
+    data="fashion_mnist",
+    run_id=None,
+):
     """A run folder ``<model>-quickstart-<data>-<id>`` holding ``rows`` as metrics.parquet (schema ``version``
     1 leaves out the model columns, as it did), a manifest and, with ``done``, the marker."""
     run_id = run_id or f"{abs(hash((model, subnet, len(rows), str(rows[0]['value'])))) % 16**10:010x}"
@@ -63,7 +73,10 @@ def write_run(results, model, family, rows, *, subnet=None, version=2, done=True
         from robustart.model_zoo import nas
 
         genes = nas.decode(subnet).as_dict(28)
-    frame = pd.DataFrame(rows).assign(
+    frame = pd.DataFrame(rows)
+    if "category" not in frame:  # only shape bias has per-category rows
+        frame["category"] = None
+    frame = frame.assign(
         run_id=run_id, model=model, family=family, weights="robustart:0123456789ab", params=100_000,
         flops=10_000_000 + (subnet or 0) % 1000, input_size=28, subnet=subnet, data=data,
         **{c: genes.get(c.removeprefix("nas_")) for c in GENES},
@@ -71,9 +84,11 @@ def write_run(results, model, family, rows, *, subnet=None, version=2, done=True
     for column in ["severity", "subnet", *store.model_columns()]:
         frame[column] = frame[column].astype("Int64")
     schema = store.metrics_schema()
-    if version == 1:
-        old = set(store.model_columns())
-        schema = pa.schema([f for f in schema if f.name not in old], metadata={b"robustart_schema_version": b"1"})
+    # what older schema versions lacked: 1 the model columns, 2 (and 1) the shape-bias category
+    lacking = {1: {*store.model_columns(), "category"}, 2: {"category"}}.get(version, set())
+    if lacking:
+        schema = pa.schema([f for f in schema if f.name not in lacking],
+                           metadata={b"robustart_schema_version": str(version).encode()})  # fmt: skip
     folder = results / f"{model}-quickstart-{data}-{run_id}"
     folder.mkdir(parents=True)
     store.write_table(frame, schema, folder / store.METRICS_FILE)
@@ -160,7 +175,8 @@ def test_old_schema_files_read_with_missing_columns_as_null(tmp_path):
     results = tmp_path / "results"
     # the v1 run sorts first: its schema must not decide the dataset's
     write_run(results, "alexnet", "cnn", metric_rows(120, [90, 60, 20], [110, 60, 100, 40]), version=1, run_id="0" * 10)
-    write_run(results, "nas_subnet", "nas", metric_rows(150, [140, 110, 50], [150, 110, 140, 70]), subnet=56440825)
+    write_run(results, "nas_subnet", "nas", metric_rows(150, [140, 110, 50], [150, 110, 140, 70]), subnet=56440825,
+              version=2)  # fmt: skip
     write_run(results, "small_vit", "transformer", metric_rows(150, [145, 130, 90], [148, 130, 140, 100]))
     old = next(results.glob("alexnet-*")) / store.METRICS_FILE
     assert (
@@ -168,7 +184,7 @@ def test_old_schema_files_read_with_missing_columns_as_null(tmp_path):
     )
 
     c = compare.compare(results)
-    assert c.loaded.versions == {"1": 1, "2": 2}
+    assert c.loaded.versions == {"1": 1, "2": 1, str(store.SCHEMA_VERSION): 1}
     runs = c.loaded.runs.set_index("model")
     assert pd.isna(runs.loc["alexnet", "flops"]) and pd.isna(runs.loc["alexnet", "nas_resolution"])
     assert runs.loc["nas_subnet", "subnet"] == 56440825 and runs.loc["nas_subnet", "nas_resolution"] > 0
@@ -301,24 +317,6 @@ def test_outputs_are_all_or_nothing(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------------------------- report
 
 
-CHECK = """<script>
-window.addEventListener("load", () => {
-  const images = [...document.images];
-  const result = {
-    images: images.length,
-    decoded: images.filter((i) => i.complete && i.naturalWidth > 0).length,
-    plots: [...document.querySelectorAll("figure.plot")].map((f) => f.dataset.plot),
-    tables: document.querySelectorAll("table.compare").length,
-    rows: document.querySelectorAll("table.compare tr").length,
-  };
-  const out = document.createElement("pre");
-  out.id = "render-check";
-  out.textContent = JSON.stringify(result);
-  document.body.appendChild(out);
-});
-</script>"""
-
-
 @pytest.mark.browser
 def test_report_renders_every_table_and_plot_in_chromium(tmp_path):
     chromium = shutil.which("chromium")
@@ -329,13 +327,7 @@ def test_report_renders_every_table_and_plot_in_chromium(tmp_path):
     assert compare.main([str(results)]) == 0
     report = (results / "report.html").read_text()
     assert "<script" not in report and 'src="http' not in report  # static and self-contained
-    page = tmp_path / "check.html"  # the report plus a probe that records what the browser decoded
-    page.write_text(report.replace("</body>", CHECK + "</body>"))
-    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
-                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)  # fmt: skip
-    found = re.search(r'<pre id="render-check">(.*?)</pre>', proc.stdout)
-    assert found, proc.stderr[-2000:]
-    result = json.loads(found.group(1))
+    result = render_in_chromium(chromium, report, tmp_path)
     plots = ["attack", "corruption", "strip", "scatter", "nas"]
     assert result["plots"] == [f"{p}-fashion_mnist" for p in plots]
     assert result["images"] == len(plots) and result["decoded"] == len(plots)

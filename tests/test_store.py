@@ -37,13 +37,13 @@ def test_write_table_casts_to_schema_and_records_version(tmp_path):
             "run_id": ["r"], "model": ["m"], "family": ["cnn"], "weights": ["random"], "params": [3],
             "data": ["d"], "noise": ["clean"], "metric": ["top1"], "condition": ["clean"],
             "severity": pd.array([None], dtype="Int64"), "eps": [None], "value": [0.5], "n": [10],
-            "ci_low": [0.2], "ci_high": [0.8], "extra": ["dropped"],
+            "ci_low": [0.2], "ci_high": [0.8], "extra": ["dropped"], "category": [None],
             **{name: [None] for name in store.model_columns()},
         }
     )  # fmt: skip
     store.write_table(frame, store.metrics_schema(), tmp_path / "m.parquet")
     table = pq.read_table(tmp_path / "m.parquet")
-    assert table.schema.metadata[b"robustart_schema_version"] == b"2"
+    assert table.schema.metadata[b"robustart_schema_version"] == b"3"
     assert "extra" not in table.column_names and table.column("severity").null_count == 1
     assert table.column("nas_resolution").type == pa.int64() and table.column("flops").null_count == 1
     with pytest.raises(KeyError):
