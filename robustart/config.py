@@ -171,7 +171,8 @@ TRAINING_BOOKKEEPING = ("techniques", "checkpoint_every", "resume")
 @dataclass
 class EvaluationConfig:
     batch_size: int = 256
-    #: evaluate the first N samples of the split (``null``: all).
+    #: evaluate N samples of the split (``null``: all): the first N of in-memory data, a class-balanced subset
+    #: (every k-th file of each class) of file data.
     max_samples: int | None = None
     #: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
     device: str = "auto"

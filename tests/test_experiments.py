@@ -18,7 +18,7 @@ from tests.conftest import CONF, compose_config, run_cli, run_dirs
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 #: the studies that sweep; quickstart is a single run
-STUDIES = ["family_comparison", "family_comparison_small", "training_techniques", "nas_robustness"]
+STUDIES = ["family_comparison", "family_comparison_small", "training_techniques", "nas_robustness", "shape_bias"]
 
 
 def sweep_params(experiment: str) -> dict[str, str]:
@@ -109,8 +109,17 @@ def test_family_comparison_covers_every_family_on_imagenet_with_pretrained_weigh
         cfg = compose_config(["experiment=family_comparison", f"model={model}", "data.root=/data/imagenet/val"])
         assert cfg.model.weights == "pretrained" and cfg.training is None
         assert cfg.data.name == "imagenet" and cfg.data.root == "/data/imagenet/val"
-        # max_samples takes the first files in class order: a biased subset of ImageNet
-        assert cfg.evaluation.max_samples is None
+        assert cfg.evaluation.max_samples is None  # the whole val set, as the published numbers use
+
+
+def test_shape_bias_sweeps_every_imagenet_zoo_model_with_its_pretrained_weights():
+    values = swept_values("shape_bias")
+    imagenet = {n for n in model_zoo.list_models() if not n.startswith("nas_")
+                and model_zoo.get_metadata(n).num_classes == 1000}  # fmt: skip
+    assert set(values["model"]) == imagenet and {family(m) for m in values["model"]} == set(model_zoo.FAMILIES)
+    cfg = compose_config(["experiment=shape_bias", "model=vit_b"])
+    assert cfg.model.weights == "pretrained" and cfg.data.name == "cue_conflict" and cfg.noise.name == "clean"
+    assert cfg.training is None and cfg.evaluation.max_samples is None
 
 
 def test_family_comparison_small_trains_small_input_models_of_every_trained_family():
