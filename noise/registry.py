@@ -1,11 +1,15 @@
-"""The noise registry: each noise declares its options once, as a dataclass registered with its factory.
+"""The noise registry: each noise declares its options once, as a dataclass, and registers a factory taking it.
 
 A noise's options dataclass holds every option with its default, in types OmegaConf checks (``int``, ``float``,
 ``str``, ``bool``, ``list[str]``, ``dict[str, Any]``, ``X | None``); the factory takes one instance of it.
 ``create_noise(name, **kwargs)`` builds the options from keyword arguments and calls the factory. The command
 line's schemas are made from the same dataclasses (:func:`robustart.config.register_configs`).
 
-Declaring a noise (``@dataclass`` options next to the factory)::
+The built-in noises declare their options in :mod:`robustart.noise.options` (``@noise_options(name, kind=...)``),
+which imports no PyTorch, so that the command line composes, checks and names a run without it; their factories,
+next to the code that needs PyTorch, register with ``@register_noise(options=<the dataclass>)`` when
+:mod:`robustart.noise.factories` is imported (``robustart.noise.create_noise`` does that). A noise of one's own can
+declare both at once (``@dataclass`` options next to the factory)::
 
     @dataclass
     class BlankOptions:
@@ -19,6 +23,8 @@ Declaring a noise (``@dataclass`` options next to the factory)::
         return BlankNoise(opts.value)
 
     create_noise("blank", value=0.5)  # == blank(BlankOptions(value=0.5))
+
+This module imports nothing but the standard library.
 """
 
 from __future__ import annotations
@@ -35,14 +41,17 @@ KINDS = ("none", "natural", "adversarial", "system")
 OMIT_DEFAULT = "omit_default"
 
 
-@dataclass(frozen=True)
+@dataclass
 class NoiseEntry:
     name: str
     kind: str
-    factory: Callable
-    #: the options dataclass; ``factory(options(**kwargs))`` builds the noise
+    #: ``factory(options(**kwargs))`` builds the noise; ``None`` while only the options are declared (the built-in
+    #: factories register when :mod:`robustart.noise.factories` is imported)
+    factory: Callable | None
+    #: the options dataclass
     options: type
-    description: str
+    #: the first line of the factory's docstring (empty until the factory registers)
+    description: str = ""
 
     def option_names(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self.options)]
@@ -51,9 +60,7 @@ class NoiseEntry:
 _REGISTRY: dict[str, NoiseEntry] = {}
 
 
-def register_noise(name: str, *, kind: str, options: type) -> Callable[[Callable], Callable]:
-    """Register ``factory(options) -> Noise`` under ``name``; ``kind`` is one of :data:`KINDS`, ``options`` the
-    dataclass of the noise's options (with their defaults)."""
+def _check_options(name: str, kind: str, options: type) -> None:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if not (isinstance(options, type) and dataclasses.is_dataclass(options)):
@@ -65,11 +72,53 @@ def register_noise(name: str, *, kind: str, options: type) -> Callable[[Callable
             raise ValueError(f"noise {name!r}: option {f.name!r} has identity {f.metadata['identity']!r}; "
                              f"use True, False or {OMIT_DEFAULT!r}")  # fmt: skip
 
-    def decorator(factory: Callable) -> Callable:
+
+def noise_options(name: str, *, kind: str) -> Callable[[type], type]:
+    """Declare the dataclass it decorates as the options of noise ``name`` (``kind`` one of :data:`KINDS`), without
+    its factory, which registers later with ``@register_noise(options=<the dataclass>)``. The name is listed, and
+    its options are checked and enter run ids, from here on."""
+
+    def decorator(options: type) -> type:
+        _check_options(name, kind, options)
         if name in _REGISTRY:
             raise ValueError(f"noise {name!r} is already registered")
+        _REGISTRY[name] = NoiseEntry(name, kind, None, options)
+        return options
+
+    return decorator
+
+
+def _declared(options: type) -> NoiseEntry | None:
+    """The entry whose options ``options`` are (declared with :func:`noise_options`), if any."""
+    return next((e for e in _REGISTRY.values() if e.options is options), None)
+
+
+def register_noise(name: str | None = None, *, kind: str | None = None,
+                   options: type) -> Callable[[Callable], Callable]:  # fmt: skip
+    """Register ``factory(options) -> Noise``. ``options`` is the dataclass of the noise's options (with their
+    defaults): one declared with :func:`noise_options` gives the name and kind; else ``name`` and ``kind`` (one of
+    :data:`KINDS`) are required."""
+    entry = _declared(options)
+    if entry is not None:
+        if name not in (None, entry.name) or kind not in (None, entry.kind):
+            raise ValueError(f"noise {entry.name!r} ({entry.kind}) declares {options.__name__}; "
+                             f"got name {name!r}, kind {kind!r}")  # fmt: skip
+    elif name is None or kind is None:
+        raise ValueError(f"register_noise: {getattr(options, '__name__', options)!r} is not declared with "
+                         "noise_options(); give the noise's name and kind")  # fmt: skip
+    else:
+        _check_options(name, kind, options)
+
+    def decorator(factory: Callable) -> Callable:
         description = (factory.__doc__ or "").strip().splitlines()[0]
-        _REGISTRY[name] = NoiseEntry(name, kind, factory, options, description)
+        if entry is None:
+            if name in _REGISTRY:
+                raise ValueError(f"noise {name!r} is already registered")
+            _REGISTRY[name] = NoiseEntry(name, kind, factory, options, description)
+        elif entry.factory is not None:
+            raise ValueError(f"noise {entry.name!r} is already registered")
+        else:  # the entry itself, so that every view of the registry sees the factory
+            entry.factory, entry.description = factory, description
         return factory
 
     return decorator
@@ -87,12 +136,17 @@ def list_noises(kind: str | None = None) -> list[str]:
 
 
 def create_noise(name: str, **kwargs):
-    """Build the noise ``name`` with keyword arguments (its options); unknown arguments are a clear ``ValueError``."""
+    """Build the noise ``name`` with keyword arguments (its options); unknown arguments are a clear ``ValueError``.
+
+    The noise's factory must be registered: ``robustart.noise.create_noise`` imports the built-in ones first."""
     entry = get_noise_entry(name)
     valid = entry.option_names()
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise ValueError(f"noise {name!r} takes no option(s) {unknown}; its options: {sorted(valid)}")
+    if entry.factory is None:
+        raise ValueError(f"noise {name!r} declares its options but no factory is registered; build it with "
+                         "robustart.noise.create_noise, which imports the factories")  # fmt: skip
     return entry.factory(entry.options(**kwargs))
 
 

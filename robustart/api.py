@@ -240,6 +240,6 @@ def _folder(root: Path, input_size, model_opts: dict):
         raise UserError(f"data={root} is a folder of images: give the model's input_size=(3, H, W)")
     transform = datasets.eval_transform(tuple(input_size), model_opts.get("crop_pct") or 1.0,
                                         model_opts.get("interpolation") or "bilinear")  # fmt: skip
-    dataset = datasets.ImageFolderDataset([f for f, _ in files], [k for _, k in files], transform)
+    dataset = datasets.ImageFolderDataset([f for f, _ in files], [k for _, k in files], transform, root=root)
     info = datasets.DatasetInfo(root.name, "test", str(root), len(files), len(classes), input_size[0])
     return dataset, info

@@ -61,12 +61,16 @@ class DataConfig:
     """Clean evaluation (and training) data."""
 
     name: str = MISSING
-    #: dataset folder; for ``fashion_mnist`` optional (searched in the cache, then the Debian package path).
+    #: dataset folder; for ``fashion_mnist`` optional (searched in the cache, then the Debian package path), for
+    #: ``cifar10``/``cifar100`` optional (downloaded into the cache), for ``folder`` the folder of class folders.
     root: str | None = None
     #: split to evaluate on.
     split: str = "test"
     #: split to train on, when ``training`` is set.
     train_split: str = "train"
+    #: the training images' folder: ``folder`` (class folders of the same classes as ``root``; required to train),
+    #: ``cifar10``/``cifar100`` (default: ``root``).
+    train_root: str | None = None
     #: DataLoader workers for decoding.
     num_workers: int = 0
     #: ``imagenet_o`` only: the ImageNet val folder; its images of ImageNet-O's 200 classes are the

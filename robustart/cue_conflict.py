@@ -34,8 +34,8 @@ class CueConflictDataset(ImageFolderDataset):
     per-sample columns of the results (:meth:`sample_columns`)."""
 
     def __init__(self, files, labels, transform, sample_ids=None, *, root: Path, textures: list[str]) -> None:
-        super().__init__(files, labels, transform, sample_ids)
-        self.root, self.textures = root, textures
+        super().__init__(files, labels, transform, sample_ids, root=root)
+        self.textures = textures
 
     def take(self, indices: list[int]) -> CueConflictDataset:
         pick = lambda values: [values[i] for i in indices]  # noqa: E731
@@ -44,14 +44,11 @@ class CueConflictDataset(ImageFolderDataset):
 
     def sample_columns(self):
         """``sample_id``, ``path`` (relative to the root), ``shape_category`` and ``texture_category``."""
-        import pandas as pd
-
-        return pd.DataFrame({
-            "sample_id": self.sample_ids,
-            "path": [f.relative_to(self.root).as_posix() for f in self.files],
-            "shape_category": [f.parent.name for f in self.files],
-            "texture_category": self.textures,
-        })  # fmt: skip
+        return (
+            super()
+            .sample_columns()
+            .assign(shape_category=[f.parent.name for f in self.files], texture_category=self.textures)
+        )
 
 
 def checksums() -> dict[str, str]:

@@ -10,6 +10,9 @@
   ``imagenet_sketch`` (``<wnid>/`` folders, 1000 classes) and ``imagenetv2`` (folders named by class
   index ``0..999``).
 
+- one's own class folders (``folder``, :mod:`robustart.class_folders`), CIFAR-10/100 and the released
+  CIFAR-10/100-C (:mod:`robustart.cifar`), with the model's own preprocessing.
+
 Layout: Fashion-MNIST, the photo patches of ``fashion_mnist_ood`` and the released ImageNet-P videos are read
 here; the ImageNet-family image folders are in :mod:`robustart.folders` and the in-memory dataset, the data
 description and the batch iterator in :mod:`robustart.samples`, both re-exported here.
@@ -164,7 +167,7 @@ def load_fashion_mnist(root: str | None, cache_dir: Path, split: str) -> tuple[T
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise ValueError(f"{folder}: images {images.shape} and labels {labels.shape} do not match")
     dataset = TensorDataset(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
-    info = DatasetInfo("fashion_mnist", split, str(folder), len(dataset), 10, 1)
+    info = DatasetInfo("fashion_mnist", split, str(folder), len(dataset), 10, 1, classes=list(FASHION_MNIST_CLASSES))
     return dataset, info
 
 

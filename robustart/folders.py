@@ -1,6 +1,7 @@
 """The ImageNet-family folder readers: ImageNet val, the natural distribution shifts (ImageNet-A, -O, -R,
 -Sketch, ImageNetV2) and the released ImageNet-C, with the model's evaluation preprocessing. Images are decoded
 lazily by Pillow; unreadable files yield ``None`` (skipped and counted by :func:`robustart.samples.iterate`).
+Every file dataset knows its root, so the results name each sample's file (the ``path`` column).
 :mod:`robustart.data` re-exports these names.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from robustart.errors import UserError
 from robustart.samples import DatasetInfo
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -32,11 +34,25 @@ def imagenet_wnid_index() -> dict[str, int]:
 
 
 class ImageFolderDataset(Dataset):
-    """Images under ``<root>/<wnid>/``; unreadable files yield ``None`` (skipped and counted by the loader)."""
+    """Image files with their labels, read lazily by Pillow and ``transform``; unreadable files yield ``None``
+    (skipped and counted by the loader), or, with ``strict`` (training data, whose batches cannot drop a sample),
+    stop the run with a :class:`~robustart.errors.UserError` naming the file.
 
-    def __init__(self, files: list[Path], labels: list[int], transform, sample_ids: list[int] | None = None) -> None:
+    ``root`` is the data's folder: the results name each file relative to it (:meth:`sample_columns`)."""
+
+    def __init__(
+        self,
+        files: list[Path],
+        labels: list[int],
+        transform,
+        sample_ids: list[int] | None = None,
+        *,
+        root: Path | None = None,
+        strict: bool = False,
+    ) -> None:
         self.files, self.labels, self.transform = files, labels, transform
         self.sample_ids = list(range(len(files))) if sample_ids is None else sample_ids
+        self.root, self.strict = root, strict
 
     def __len__(self) -> int:
         return len(self.files)
@@ -54,6 +70,8 @@ class ImageFolderDataset(Dataset):
         try:
             image = self.load(self.files[i])
         except (OSError, UnidentifiedImageError, ValueError) as err:
+            if self.strict:
+                raise UserError(f"unreadable training image {self.files[i]} ({err}); repair or remove it") from None
             warnings.warn(f"skipping unreadable image {self.files[i]}: {err}", stacklevel=1)
             return None
         return image, torch.tensor(self.labels[i]), torch.tensor(self.sample_ids[i])
@@ -65,12 +83,20 @@ class ImageFolderDataset(Dataset):
     def take(self, indices: list[int]) -> ImageFolderDataset:
         """The files at ``indices``, with their labels and sample ids."""
         pick = lambda values: [values[i] for i in indices]  # noqa: E731
-        return type(self)(pick(self.files), pick(self.labels), self.transform, pick(self.sample_ids))
+        return type(self)(pick(self.files), pick(self.labels), self.transform, pick(self.sample_ids), root=self.root,
+                          strict=self.strict)  # fmt: skip
 
     def raw(self, pipeline) -> RawImageDataset:
         """The same files and sample ids, with ``pipeline`` (compressed bytes -> tensor) instead of Pillow
         and the transform: how system noise re-decodes the dataset."""
-        return RawImageDataset(self.files, self.labels, pipeline, self.sample_ids)
+        return RawImageDataset(self.files, self.labels, pipeline, self.sample_ids, root=self.root)
+
+    def sample_columns(self):
+        """``sample_id`` and ``path``: each file relative to ``root`` (as given where there is no root)."""
+        import pandas as pd
+
+        paths = [(f.relative_to(self.root) if self.root is not None else f).as_posix() for f in self.files]
+        return pd.DataFrame({"sample_id": self.sample_ids, "path": paths})
 
 
 class RawImageDataset(ImageFolderDataset):
@@ -164,7 +190,7 @@ def load_imagenet_folder(root: str | None, split: str, transform) -> tuple[Image
     )
     files, labels = _wnid_images(folder)
     info = DatasetInfo("imagenet", split, str(folder), len(files), 1000, 3)
-    return ImageFolderDataset(files, labels, transform), info
+    return ImageFolderDataset(files, labels, transform, root=folder), info
 
 
 # ------------------------------------------------------------------------------------------------ distribution shifts
@@ -231,13 +257,14 @@ def load_shift_folder(name: str, root: str | None, transform, in_root: str | Non
             raise FileNotFoundError(f"{folder} has class folders but no images")
         labels = [int(f.parent.name) for f in files]
         dataset, info = (
-            ImageFolderDataset(files, labels, transform),
+            ImageFolderDataset(files, labels, transform, root=folder),
             DatasetInfo(name, "test", str(folder), len(files), 1000, 3),
         )
         return dataset, info
     if name == "imagenet_sketch":
         files, labels = _wnid_images(folder)
-        return ImageFolderDataset(files, labels, transform), DatasetInfo(name, "test", str(folder), len(files), 1000, 3)
+        dataset = ImageFolderDataset(files, labels, transform, root=folder)
+        return dataset, DatasetInfo(name, "test", str(folder), len(files), 1000, 3)
     if name not in MASKED_SETS:
         raise ValueError(f"unknown shift set {name!r}; valid names: {', '.join(_LAYOUTS)}")
     wnids, mask = shift_wnids(name), class_mask(name)
@@ -245,7 +272,7 @@ def load_shift_folder(name: str, root: str | None, transform, in_root: str | Non
     files, labels = _labelled_files(
         folder, position, f"outside the 200 classes of {name}", f"; point data.root at the {name} folder itself"
     )
-    dataset = ImageFolderDataset(files, labels, transform)
+    dataset = ImageFolderDataset(files, labels, transform, root=folder)
     info = DatasetInfo(name, "test", str(folder), len(files), 1000, 3, class_mask=mask)
     info.notes.append(f"{name}: outputs restricted to its 200 ImageNet classes")
     if name != "imagenet_o":
@@ -261,7 +288,9 @@ def load_shift_folder(name: str, root: str | None, transform, in_root: str | Non
     in_files = _files_in([val / w for w in present])
     if not in_files:
         raise FileNotFoundError(f"data.in_root={in_root} has no images in the ImageNet-O class folders")
-    in_set = ImageFolderDataset(in_files, [position[f.parent.name] for f in in_files], transform)
+    in_set = ImageFolderDataset(in_files, [position[f.parent.name] for f in in_files], transform, root=val)
+    # sample ids unique over both sets (the results join each file's path on them): ImageNet-O's after these
+    dataset.sample_ids = [len(in_files) + i for i in range(len(files))]
     info.num_samples = len(files) + len(in_files)
     info.notes.append(
         f"imagenet_o: {len(files)} out-of-distribution images; in-distribution: {len(in_files)} ImageNet images "
@@ -313,10 +342,11 @@ def load_imagenet_c_folder(
     listings = {(c, s): _wnid_images(folder / c / str(s)) for c in names for s in severities}
     paths = {f"{f.parent.name}/{f.name}" for files, _ in listings.values() for f in files}
     ids = {p: i for i, p in enumerate(sorted(paths))}
-    datasets = {
-        key: ImageFolderDataset(files, labels, transform, sample_ids=[ids[f"{f.parent.name}/{f.name}"] for f in files])
-        for key, (files, labels) in listings.items()
-    }
+    datasets = {  # each path relative to its severity folder (<wnid>/<file>): the same in every condition
+        (c, s): ImageFolderDataset(files, labels, transform, [ids[f"{f.parent.name}/{f.name}"] for f in files],
+                                   root=folder / c / str(s))
+        for (c, s), (files, labels) in listings.items()
+    }  # fmt: skip
     n = len(ids)
     info = DatasetInfo("imagenet_c", "released", str(folder), n, 1000, 3)
     info.notes.append(f"released ImageNet-C: {len(datasets)} corruption x severity folders, {n} distinct images")

@@ -113,6 +113,9 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
     for key in ("root", "in_root"):
         if ident["data"].get(key):
             ident["data"][key] = str(Path(ident["data"][key]).expanduser().resolve())
+    train_root = full["data"].get("train_root")
+    if train_root:  # only where set (data=folder, CIFAR), so runs from before the option keep their ids
+        ident["data"]["train_root"] = str(Path(train_root).expanduser().resolve())
     # every option with its default spelled out, so a changed default makes a new run (but options declared
     # to leave results as they are, or added after runs existed and left at their defaults, stay out)
     options = {name: identity_options(name, kwargs) for name, kwargs in noise_options(cfg.noise).items()}
@@ -176,5 +179,8 @@ def training_key(cfg: DictConfig) -> tuple[str, dict]:
     drop = {"weights", "sha256"} | ({"subnet", "bn_batches"} if full["training"].get("sandwich_random") else set())
     model = {k: v for k, v in full["model"].items() if k not in drop}
     data = {k: full["data"].get(k) for k in ("name", "train_split")}
+    if full["data"]["name"] in ("folder", "cifar10", "cifar100"):  # which files were trained on (data added later)
+        folder = full["data"].get("train_root") or full["data"].get("root")
+        data["root"] = str(Path(folder).expanduser().resolve()) if folder else None
     key = {"model": model, "data": data, "training": full["training"]}
     return stable_hash(key, 12), key

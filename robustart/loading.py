@@ -17,12 +17,17 @@ log = logging.getLogger("robustart")
 SHIFT_SETS = ("imagenet_a", "imagenet_o", "imagenet_r", "imagenet_sketch", "imagenetv2")
 
 
-DATA_NAMES = ("fashion_mnist", "fashion_mnist_ood", "imagenet", "imagenet_c", "imagenet_p", *SHIFT_SETS, "cue_conflict")
+#: one's own class folders, CIFAR and the released CIFAR-C, read at the model's own preprocessing (all but CIFAR-C
+#: also train: data.train_root, data.train_split)
+OWN_DATA = ("folder", "cifar10", "cifar100", "cifar10_c", "cifar100_c")
+
+DATA_NAMES = ("fashion_mnist", "fashion_mnist_ood", "imagenet", "imagenet_c", "imagenet_p", *SHIFT_SETS, "cue_conflict",
+              *OWN_DATA)  # fmt: skip
 
 
 def load_data(cfg: DictConfig, cache_dir: Path, noise, need_train: bool):
     """``(eval_data, info, train_data)``: the evaluation set (one dataset, or ``{Condition: dataset}`` for
-    sets that carry their noise: the released ImageNet-C files, ImageNet-O with its in-distribution
+    sets that carry their noise: the released ImageNet-C and CIFAR-C files, ImageNet-O with its in-distribution
     images, image folders re-decoded by system noise), its description, and the training set when
     ``need_train`` (training, or a subnet whose batch-norm statistics are re-estimated)."""
     from robustart import data as datasets
@@ -97,15 +102,57 @@ def load_data(cfg: DictConfig, cache_dir: Path, noise, need_train: bool):
             )
             eval_data = {Condition(cfg.noise.name, c, severity=s): d for (c, s), d in released.items()}
         eval_data = _system_noise_datasets(cfg, noise, eval_data, info, meta)
+    elif cfg.data.name in OWN_DATA:
+        meta = model_metadata(cfg.model)
+        eval_data, info, train_data = _own_data(cfg, cache_dir, need_train, meta)
+        eval_data = _system_noise_datasets(cfg, noise, eval_data, info, meta)
     else:
         raise UserError(f"unknown data {cfg.data.name!r}; valid names: {', '.join(DATA_NAMES)}")
     if ev.max_samples is not None:
-        if isinstance(eval_data, dict):  # released conditions: the first N images of each
+        if isinstance(eval_data, dict):  # conditions a dataset each: the same class-balanced N images of each
             eval_data = {k: d.subset(ev.max_samples) for k, d in eval_data.items()}
             info.num_samples = max(len(d) for d in eval_data.values())
         elif ev.max_samples < len(eval_data):
             eval_data = eval_data.subset(ev.max_samples)
             info.num_samples = len(eval_data)
+    return eval_data, info, train_data
+
+
+def _own_data(cfg: DictConfig, cache_dir: Path, need_train: bool, meta):
+    """``data=folder``, ``cifar10``/``cifar100`` and the released ``cifar10_c``/``cifar100_c``, read at the model's own
+    preprocessing: ``(eval_data, info, train_data)``."""
+    from robustart import cifar
+    from robustart.class_folders import load_folder
+    from robustart.data import eval_transform
+    from robustart.noise import Condition
+
+    data, train_data = cfg.data, None
+    transform = eval_transform(meta.input_size, meta.crop_pct, meta.interpolation)
+    if data.name == "folder":
+        eval_data, info = load_folder(data.root, transform, split=data.split)
+        if need_train:
+            if data.train_root is None:
+                raise UserError("training on data=folder (or re-estimating a subnet's batch norm) reads "
+                                "data.train_root=DIR: class folders of the same classes as data.root")  # fmt: skip
+            train_data, _ = load_folder(data.train_root, transform, split=data.train_split, option="data.train_root",
+                                        classes=info.classes, strict=True)  # fmt: skip
+    elif data.name in cifar.CORRUPTED:
+        clean = cifar.CORRUPTED[data.name]
+        if need_train:
+            raise UserError(f"data={data.name} holds corrupted test images only: train on data={clean} and evaluate "
+                            "the checkpoint here with model.weights=robustart:HASH")  # fmt: skip
+        if cfg.noise.name != "imagenet_c":
+            raise UserError(f"data={data.name} holds the corrupted images already: use it with noise=imagenet_c "
+                            "(noise.corruptions and noise.severities choose the files and severities)")  # fmt: skip
+        options = noise_options(cfg.noise)["imagenet_c"]
+        released, info = cifar.load_cifar_c(data.name, data.root, options["corruptions"], options["severities"],
+                                            transform)  # fmt: skip
+        eval_data = {Condition(cfg.noise.name, c, severity=s): d for (c, s), d in released.items()}
+    else:
+        eval_data, info = cifar.load_cifar(data.name, data.root, cache_dir, data.split, transform)
+        if need_train:
+            root = data.train_root if data.train_root is not None else data.root
+            train_data, _ = cifar.load_cifar(data.name, root, cache_dir, data.train_split, transform, strict=True)
     return eval_data, info, train_data
 
 
@@ -126,7 +173,8 @@ def _system_noise_datasets(cfg: DictConfig, noise, eval_data, info, meta):
     if not isinstance(eval_data, datasets.ImageFolderDataset):
         raise UserError(
             f"noise=imagenet_s re-decodes image files, which data={cfg.data.name} does not provide as one folder "
-            "set; use data=imagenet (or imagenet_a, imagenet_r, imagenet_sketch, imagenetv2)"
+            "set; use data=imagenet (or imagenet_a, imagenet_r, imagenet_sketch, imagenetv2, folder, or cifar10/"
+            "cifar100 from class folders)"
         )
     size, crop_pct = meta.input_size[-1], meta.crop_pct
     grid = {c: eval_data.raw(noise.pipeline(c, size, crop_pct)) for c in noise.conditions()}

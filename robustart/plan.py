@@ -27,7 +27,7 @@ from robustart.identity import (
     training_key,
 )
 from robustart.loading import load_data
-from robustart.models import build_model, check_factory, check_model_options, model_metadata
+from robustart.model_options import check_model_family, check_model_options
 from robustart.tracking import check_logger
 
 log = logging.getLogger("robustart")
@@ -118,6 +118,7 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
 
     from robustart import model_zoo
     from robustart.evaluation.precision import check_precision
+    from robustart.models import build_model, check_factory, model_metadata
     from robustart.training import find_checkpoint
     from robustart.transfer import bind_sources
 
@@ -142,8 +143,10 @@ def _prepare(cfg: DictConfig, run_id: str, run_dir: Path) -> Plan:
     elif cfg.training is not None:
         raise UserError(f"training=... trains zoo entries; model={kind} is evaluated as it is: drop training=...")
     elif kind == "timm":
+        check_model_family(cfg.model)
         model_metadata(cfg.model)  # an unknown tag or option fails here, before data is read
     else:
+        check_model_family(cfg.model)
         check_factory(cfg.model)  # the import, the factory and its kwargs, before data is read
 
     trained = _trained_entry(cfg, cache_dir) if kind == "zoo" else None

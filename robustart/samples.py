@@ -29,6 +29,8 @@ class DatasetInfo:
     #: columns, whose mean probability is the category's; ``num_classes`` is then the model's (1000) and labels
     #: index the categories in this order
     class_groups: dict[str, list[int]] | None = None
+    #: the class names in label order, where the data names its classes (class folders, CIFAR, Fashion-MNIST)
+    classes: list[str] | None = None
 
 
 class TensorDataset(Dataset):

@@ -86,6 +86,18 @@ def render_in_chromium(chromium: str, report: str, folder: Path) -> dict:
     return json.loads(found.group(1))
 
 
+def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str, results: Path | None = None) -> None:
+    """A command line that ended as a user error: exit status 2, no traceback, each fragment in its output, and
+    (with ``results``) no finished run written."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr + proc.stdout
+    text = proc.stderr + proc.stdout
+    for fragment in fragments:
+        assert fragment in text, text[-2000:]
+    if results is not None:
+        assert not list(results.glob("*/done"))
+
+
 def run_dirs(results: Path) -> list[Path]:
     return sorted(p for p in results.iterdir() if p.is_dir() and not p.name.startswith(".")) if results.exists() else []
 
@@ -102,6 +114,21 @@ def write_photo_folder(root: Path, wnids=("n01440764", "n02123045"), per_class: 
         for _ in range(per_class):
             Image.fromarray(photos[k % len(photos)]).save(root / wnid / f"ILSVRC2012_val_{k + 1:08d}.JPEG", quality=90)
             k += 1
+    return root
+
+
+def write_released_imagenet_c(root: Path, photos: Path, corruptions=("contrast", "fog"), severities=(1, 3)) -> Path:
+    """An ImageNet-C layout (``<corruption>/<severity>/<wnid>/<image>``) of the ImageNet-layout ``photos`` cut to
+    224 px JPEG q85, as the released files are."""
+    from PIL import Image
+
+    for c in corruptions:
+        for s in severities:
+            for src in photos.glob("*/*.JPEG"):
+                dest = root / c / str(s) / src.parent.name / src.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with Image.open(src) as img:
+                    img.convert("RGB").resize((224, 224)).save(dest, quality=85)
     return root
 
 

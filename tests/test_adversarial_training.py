@@ -20,6 +20,7 @@ def _metric(run_dir, metric: str) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_pgd_training_beats_standard_training_by_20_points_under_pgd(workspace, capsys):
     results, _ = workspace
     standard = run_cli("training=standard", *COMMON)

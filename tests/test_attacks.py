@@ -6,7 +6,6 @@ import pytest
 
 from robustart.noise import create_noise
 from tests.conftest import run_cli
-from tests.test_cli import _assert_user_error
 
 
 @pytest.mark.parametrize(
@@ -33,14 +32,8 @@ def test_l2_and_l1_budgets_may_exceed_one():
     assert create_noise("apgd_l1").eps == [100.0, 400.0, 1600.0]
 
 
-def test_bad_attack_settings_exit_2_from_the_cli(workspace):
-    results, _ = workspace
-    base = ["experiment=quickstart", "training.epochs=0.05", "evaluation.max_samples=16"]
-    _assert_user_error(run_cli(*base, "noise=square", "noise.norm=L1"), "does not support norm 'L1'", results=results)
-    _assert_user_error(run_cli(*base, "noise=pgd_l2", "noise.steps=0"), "steps must be > 0", results=results)
-
-
 @pytest.mark.slow
+@pytest.mark.cli
 def test_autoattack_runs_from_the_cli_on_the_quickstart_model(workspace):
     import pyarrow.parquet as pq
 

@@ -13,7 +13,6 @@ from robustart.evaluation.metrics import worst_case_robustness
 from robustart.noise import create_noise
 from robustart.noise.adversarial.per_sample import RowDraws
 from tests.conftest import run_cli, run_dirs
-from tests.test_cli import _assert_user_error
 
 EPS = ["2/255", "8/255"]
 # cheapest first; APGD-T (a random start per target class) is the strongest and dominates the cost, as
@@ -147,13 +146,8 @@ def test_bad_wcar_settings_are_clear_errors(options, message):
         create_noise("wcar", **options)
 
 
-def test_bad_wcar_settings_exit_2_from_the_cli(workspace):
-    results, _ = workspace
-    proc = run_cli("experiment=quickstart", "noise=wcar", "noise.attacks=[fgsm,pgd_l2]")
-    _assert_user_error(proc, "must share one norm", results=results)
-
-
 @pytest.mark.slow
+@pytest.mark.cli
 def test_wcar_runs_from_the_cli_and_reports_its_cost(workspace):
     import pandas as pd
 
@@ -179,6 +173,7 @@ def test_wcar_runs_from_the_cli_and_reports_its_cost(workspace):
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_wcar_with_its_default_attacks_runs_from_the_cli(workspace):
     results, _ = workspace
     proc = run_cli("experiment=quickstart", "training.epochs=0.05", "evaluation.max_samples=8", "noise=wcar",

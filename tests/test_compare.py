@@ -273,6 +273,7 @@ def _assert_user_error(proc, fragment: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], proc.stderr
 
 
+@pytest.mark.cli
 def test_bad_input_exits_2_with_one_message_and_no_output(tmp_path, capsys):
     _assert_user_error(run_compare(tmp_path / "nowhere"), "does not exist")
 

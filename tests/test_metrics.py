@@ -99,6 +99,7 @@ def test_alexnet_baseline_data():
     assert mce(errors) == pytest.approx(100.0) and relative_mce(errors, clean) == pytest.approx(100.0)
 
 
+@pytest.mark.fidelity
 def test_resnet50_reference_corruption_errors():
     """The published ResNet-50 accuracies give the published CEs (within the rounding of the accuracies)."""
     base = alexnet_imagenet_c()[0]

@@ -130,6 +130,7 @@ def _top5_reference(logits, noise, difficulty):
     return float(np.mean(per_video))
 
 
+@pytest.mark.fidelity
 @pytest.mark.parametrize("noise, difficulty", [(True, 1), (False, 1), (False, 2), (False, 3)])
 def test_top5_distance_matches_a_loop_with_scipy_ranks(noise, difficulty):
     rng = np.random.default_rng(difficulty + 10 * noise)

@@ -17,7 +17,6 @@ from robustart.evaluation.curves import EPS_CURVE, STEPS_CURVE, robust_at, survi
 from robustart.noise import create_noise
 from robustart.noise.adversarial.minimal import library_attack, search_min_eps
 from tests.conftest import compose_config, run_cli, run_dirs
-from tests.test_cli import _assert_user_error
 
 # ------------------------------------------------------------------------------------------------- settings
 
@@ -46,13 +45,6 @@ from tests.test_cli import _assert_user_error
 def test_bad_settings_are_clear_errors(name, options, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[").replace(")", r"\)")):
         create_noise(name, **options)
-
-
-def test_bad_setting_exits_2_from_the_cli(workspace):
-    results, _ = workspace
-    proc = run_cli("experiment=quickstart", "training.epochs=0.05", "evaluation.max_samples=16", "noise=deepfool",
-                   "noise.overshoot=-1")  # fmt: skip
-    _assert_user_error(proc, "overshoot must be >= 0", results=results)
 
 
 @pytest.mark.parametrize("name", ["cw", "deepfool", "min_eps"])
@@ -274,6 +266,7 @@ def test_step_recorder_sees_one_call_per_step(tiny):
 # -------------------------------------------------------------------------------------- a trained model
 
 
+@pytest.mark.fidelity
 @pytest.mark.slow
 def test_fgsm_curve_matches_fgsm_at_each_scanned_budget(fashion_subset_model):
     """FGSM is deterministic: at a budget of the linear scan (init * k), a sample FGSM breaks there has
@@ -314,6 +307,7 @@ def test_iterative_search_on_a_trained_model(fashion_subset_model, name):
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_cli_writes_min_eps_and_curve_rows(workspace):
     import pyarrow.parquet as pq
 

@@ -226,6 +226,7 @@ def test_recalibrate_bn_estimates_the_statistics_of_the_data():
         recalibrate_bn(subnet, [])
 
 
+@pytest.mark.fidelity
 def test_recalibrate_bn_on_the_supernet_matches_the_extracted_subnet():
     torch.manual_seed(0)
     model = model_zoo.create_model("nas_supernet")

@@ -40,6 +40,7 @@ def _to_levels(x: torch.Tensor) -> np.ndarray:
 DETERMINISTIC = ["defocus_blur", "gaussian_blur", "zoom_blur", "saturate", "brightness", "contrast"]
 
 
+@pytest.mark.fidelity
 @pytest.mark.parametrize("name", DETERMINISTIC)
 @pytest.mark.parametrize("photo", [0, 1], ids=["224x224", "200x150"])
 def test_deterministic_corruptions_match_the_reference(name, photo):
@@ -78,6 +79,7 @@ def test_jpeg_compression_is_pillow_jpeg():
         assert np.abs(ours - ref).max() < 1e-3
 
 
+@pytest.mark.fidelity
 def test_plasma_fractal_equals_the_reference_given_the_same_draws():
     from imagecorruptions.corruptions import plasma_fractal as reference_plasma
 
@@ -88,6 +90,7 @@ def test_plasma_fractal_equals_the_reference_given_the_same_draws():
     assert np.abs(ours[0].numpy() - ref).max() < 1e-5
 
 
+@pytest.mark.fidelity
 def test_plasma_fractal_torch_path_equals_the_compiled_one():
     """Off the CPU the maps are built with batched torch operations; on the same draws they equal the kernel's."""
     from robustart.noise.natural.weather import _plasma_torch, plasma_draws
@@ -97,6 +100,7 @@ def test_plasma_fractal_torch_path_equals_the_compiled_one():
     assert torch.allclose(_plasma_torch(draws, 64, 1.5), compiled, atol=1e-6)
 
 
+@pytest.mark.fidelity
 def test_fog_follows_the_original_formula():
     image = _photos()[0]
     x = _to_tensor(image)
@@ -108,6 +112,7 @@ def test_fog_follows_the_original_formula():
     assert torch.allclose(out, expected, atol=1e-6)
 
 
+@pytest.mark.fidelity
 def test_frost_is_a_crop_of_an_original_frost_picture():
     x = torch.zeros(3, 3, 224, 224)
     severity, (_, weight) = 4, IMAGENET_PARAMS["frost"][3]
@@ -123,11 +128,13 @@ def test_frost_is_a_crop_of_an_original_frost_picture():
         assert torch.allclose(out[i], (weight * crop).clamp(0, 1), atol=1e-6)
 
 
+@pytest.mark.fidelity
 def test_frost_pictures_are_the_originals():
     sizes = [p.shape[:2] for p in frost_pictures()]
     assert sizes == [(600, 900), (315, 560), (315, 560), (350, 527), (495, 660)]
 
 
+@pytest.mark.fidelity
 @pytest.mark.parametrize("photo", [0, 1], ids=["224x224", "200x150"])
 def test_spatter_equals_the_reference_given_the_same_layer(photo):
     from imagecorruptions import corrupt as reference

@@ -108,6 +108,7 @@ def test_numpy_pixel_swap_is_a_copy():
     assert np.array_equal(x[0, 0], before[1, 2]) and np.array_equal(x[1, 2], before[1, 2])
 
 
+@pytest.mark.fidelity
 @pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
 def test_glass_blur_matches_original_loop(severity):
     c = GLASS[severity - 1]
@@ -149,6 +150,7 @@ def test_glass_offsets_cover_randint_range():
     assert set(offsets.unique().tolist()) == set(range(-c[1], c[1]))
 
 
+@pytest.mark.fidelity
 @pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
 def test_glass_blur_matches_reference_statistically(severity):
     c = GLASS[severity - 1]
@@ -173,6 +175,7 @@ def test_glass_blur_matches_reference_statistically(severity):
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.fidelity
 @pytest.mark.parametrize(("severity", "crop"), list(itertools.product([1, 2, 3, 4, 5], ["square", "wide"])))
 def test_elastic_transform_matches_original(severity, crop):
     c = ELASTIC[severity - 1]
@@ -227,6 +230,7 @@ def test_batch_invariance_and_seeds(name):
     assert (other - full).abs().mean() > 1e-3
 
 
+@pytest.mark.fidelity
 def test_glass_blur_distance_grows_with_severity_as_in_original():
     """mean |out - x| per severity follows the reference's within 3%, and grows with severity.
 
@@ -251,6 +255,7 @@ def test_glass_blur_distance_grows_with_severity_as_in_original():
     assert max(d1, d2) < min(d3, d4) and max(d3, d4) < d5, ours
 
 
+@pytest.mark.fidelity
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("name", FUNCTIONS)
 def test_cuda_matches_cpu_given_same_draws(name):

@@ -75,6 +75,7 @@ def _to_255(x: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).double().numpy() * 255
 
 
+@pytest.mark.fidelity
 @pytest.mark.parametrize("radius, sigma", IMAGENET_PARAMS["motion_blur"])
 def test_kernel_weights_match_reference(radius, sigma):
     weights, dy, dx = motion_blur_kernel_offsets(radius, sigma, 30.0)
@@ -87,6 +88,7 @@ def test_kernel_weights_match_reference(radius, sigma):
     assert np.all(np.diff(dx) >= 0) and np.all(np.diff(dy) >= 0)
 
 
+@pytest.mark.fidelity
 @pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("photo", ["astronaut", "coffee", "chelsea", "chelsea_160x200"])
 def test_motion_blur_matches_reference_at_same_angle(photo, severity):
@@ -128,6 +130,7 @@ def _reference_clipped_zoom(layer: np.ndarray, zoom: float) -> np.ndarray:
     return zoomed[trim_top : trim_top + h, trim_left : trim_left + w]
 
 
+@pytest.mark.fidelity
 @pytest.mark.parametrize("shape", [(224, 224), (160, 200)])
 def test_clipped_zoom_matches_scipy(shape):
     layer = torch.randn(2, 1, *shape, generator=torch.Generator().manual_seed(0))
@@ -153,6 +156,7 @@ def _reference_snow(img: np.ndarray, c: tuple, normal: np.ndarray, angle: float)
     return np.clip(x + layer + np.rot90(layer, k=2), 0, 1)
 
 
+@pytest.mark.fidelity
 @pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("photo", ["astronaut", "chelsea_160x200"])
 def test_snow_matches_reference_maths_given_draws(photo, severity):
@@ -170,6 +174,7 @@ def test_snow_matches_reference_maths_given_draws(photo, severity):
         assert (diff > 1e-3).mean() <= 0.005, angle
 
 
+@pytest.mark.fidelity
 @pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
 def test_snow_statistics_match_reference(severity):
     draws = 6
@@ -207,6 +212,7 @@ def test_shape_dtype_range_and_per_sample_randomness(name, shape):
     assert (other_seed - full).abs().mean() > 1e-3
 
 
+@pytest.mark.fidelity
 def test_random_draws_map_to_the_original_distributions():
     # motion blur: angle ~ U(-45°, 45°); snow: an H x W map of N(0, 1) (scaled inside), then angle ~ U(-135°, -45°)
     img = _photos()["chelsea_160x200"]
@@ -240,12 +246,14 @@ def test_motion_blur_severity_is_monotone():
     assert all(a < b for a, b in itertools.pairwise(distance)), distance
 
 
+@pytest.mark.fidelity
 def test_parameters_are_the_originals():
     assert IMAGENET_PARAMS["motion_blur"] == ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15))
     assert IMAGENET_PARAMS["snow"][2] == (0.55, 0.3, 4, 0.9, 12, 8, 0.7)
     assert len(IMAGENET_PARAMS["snow"]) == 5 and all(len(c) == 7 for c in IMAGENET_PARAMS["snow"])
 
 
+@pytest.mark.fidelity
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu_given_same_draws():

@@ -132,6 +132,7 @@ def _reference(name, image_uint8, severity):
     return reference_corrupt(image_uint8, corruption_name=name, severity=severity).astype(np.float64)
 
 
+@pytest.mark.fidelity
 @pytest.mark.parametrize("name", ["brightness", "contrast"])
 @pytest.mark.parametrize("severity", [1, 3, 5])
 def test_deterministic_corruptions_match_reference(name, severity):

@@ -100,14 +100,18 @@ def read_tables(result):
     return pd.read_parquet(result.run_dir / "predictions.parquet"), store.read_run(result.run_dir)[2]
 
 
-def test_custom_module_from_the_command_line_predicts_as_the_module_does(mymodule, image_folder, workspace):
-    # TODO(data=folder): once conf/data/folder.yaml lands, run this on data=folder (class folders of any names,
-    # labels by sorted class name) with a 3-class model (+model.kwargs.classes=3) as the done-when says;
-    # until then the same class folders are read as data=imagenet (wnid names, 1000 ImageNet-1k labels).
-    net, weights = mymodule
+def test_custom_module_from_the_command_line_predicts_as_the_module_does(mymodule, image_folder, tmp_path, workspace):
+    # data=folder: class folders of any names, labelled by their sorted names; a 3-class model fits them
+    import mymodule as code
+
+    torch.manual_seed(123)
+    net = code.build(width=4, classes=3).eval()
+    weights = tmp_path / "three" / "w.pt"
+    weights.parent.mkdir()
+    torch.save(net.state_dict(), weights)
     cfg = compose_config(["model=custom", "model.target=mymodule:build", f"model.weights={weights}",
-                          "model.input_size=[3,32,32]", "data=imagenet", f"data.root={image_folder}",
-                          "noise=clean"])  # fmt: skip
+                          "+model.kwargs.classes=3", "model.input_size=[3,32,32]", "data=folder",
+                          f"data.root={image_folder}", "data.num_workers=0", "noise=clean"])  # fmt: skip
     result = run(cfg)
     predictions, manifest = read_tables(result)
     assert len(predictions) == 6 and predictions["model"].unique().tolist() == ["mymodule.build"]
@@ -116,7 +120,8 @@ def test_custom_module_from_the_command_line_predicts_as_the_module_does(mymodul
 
     files = sorted(image_folder.glob("*/*.png"))  # the data's order: class folders sorted, files sorted in each
     predictions = predictions.sort_values("sample_id")
-    assert predictions["label"].tolist() == [imagenet_index(f.parent.name) for f in files]
+    assert predictions["label"].tolist() == [sorted(WNIDS).index(f.parent.name) for f in files]
+    assert predictions["path"].tolist() == [f.relative_to(image_folder).as_posix() for f in files]
     images = torch.stack([torch.from_numpy(np.asarray(Image.open(f))).permute(2, 0, 1).float() / 255 for f in files])
     with torch.no_grad():
         probs = net(images).softmax(1)
@@ -127,16 +132,11 @@ def test_custom_module_from_the_command_line_predicts_as_the_module_does(mymodul
     assert meta["name"] == "mymodule.build" and meta["family"] == "cnn" and meta["architecture"] == "mymodule:build"
     assert meta["weights"] == "file:w.pt" and meta["sha256"] == model_zoo_sha(weights)
     assert meta["params"] == sum(p.numel() for p in net.parameters()) and meta["flops"] > 0
-    assert tuple(meta["input_size"]) == (3, 32, 32) and meta["num_classes"] == 1000
-    assert result.run_dir.name.startswith("mymodule.build-clean-imagenet-")
+    assert tuple(meta["input_size"]) == (3, 32, 32) and meta["num_classes"] == 3
+    assert manifest["data"]["classes"] == sorted(WNIDS) and manifest["data"]["num_classes"] == 3
+    assert result.run_dir.name.startswith("mymodule.build-clean-folder-")
     metrics = result.metrics
     assert set(metrics["weights"]) == {"file:w.pt"} and set(metrics["family"]) == {"cnn"}
-
-
-def imagenet_index(wnid: str) -> int:
-    from robustart.data import imagenet_wnid_index
-
-    return imagenet_wnid_index()[wnid]
 
 
 def model_zoo_sha(path) -> str:
@@ -311,6 +311,7 @@ def test_bad_model_input_is_one_user_error(overrides, message, mymodule, image_f
     assert run_dirs(results) == []
 
 
+@pytest.mark.cli
 def test_bad_target_exits_2_with_one_message(workspace):
     proc = run_cli("model=custom", "model.target=no_colon", "noise=clean")
     assert proc.returncode == USER_ERROR

@@ -124,6 +124,7 @@ def _committed(results: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_a_run_killed_with_sigkill_five_times_ends_with_the_tables_of_one_uninterrupted(tmp_path):
     """SIGKILL at random points of the evaluation, five times or more, then a run to the end: the tables equal
     an uninterrupted run's, with no missing and no duplicated rows."""
@@ -168,6 +169,7 @@ def test_a_run_killed_with_sigkill_five_times_ends_with_the_tables_of_one_uninte
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_two_gloo_processes_give_the_per_sample_rows_of_one(tmp_path):
     """torchrun with two processes on CPU (gloo) shares out every condition's batches: the same rows, bit for
     bit, and the same metrics; the run id does not depend on the number of processes."""

@@ -269,6 +269,7 @@ def _pil_reference(arr: np.ndarray, name: str, i: int) -> np.ndarray:
     return np.asarray(img.transform(img.size, Image.AFFINE, m, resample)).astype(np.float64)
 
 
+@pytest.mark.fidelity
 @pytest.mark.parametrize("name, frames", [("rotate", (0, 8, 30)), ("scale", (0, 11, 30)), ("shear", (0, 30))])
 def test_affine_matches_pil(name, frames):
     arr = _photo("astronaut", 72, 80)  # non-square, to catch swapped axes
@@ -279,6 +280,7 @@ def test_affine_matches_pil(name, frames):
         assert diff.min() > -1e-3 and diff.max() < 1 + 1e-3, (name, i, diff.min(), diff.max())
 
 
+@pytest.mark.fidelity
 def test_translate_matches_pil():
     arr = _photo("coffee", 72, 80)
     x = _batch(arr)
@@ -296,6 +298,7 @@ def test_rotation_direction_is_clockwise():
     assert rows.float().mean() > 33  # the bar's right end moved down
 
 
+@pytest.mark.fidelity
 def test_tilt_matches_opencv():
     import cv2
 
@@ -308,6 +311,7 @@ def test_tilt_matches_opencv():
         assert np.abs(ours - ref).max() < 0.5 + 1e-3, i  # OpenCV rounds to uint8
 
 
+@pytest.mark.fidelity
 def test_tilt_matrix_is_the_originals():
     h, w, degrees = 72, 80, -12
     t = np.deg2rad(degrees)
@@ -322,6 +326,7 @@ def test_tilt_matrix_is_the_originals():
     assert np.allclose(_tilt_matrix(h, w, degrees).numpy(), expected, rtol=0, atol=1e-9)
 
 
+@pytest.mark.fidelity
 def test_zoom_blur_matches_pil_running_mean():
     from PIL import Image
 
@@ -337,6 +342,7 @@ def test_zoom_blur_matches_pil_running_mean():
     assert diff.min() > -1e-3 and diff.max() < 1 + 1e-3
 
 
+@pytest.mark.fidelity
 def test_spatter_matches_the_original_code():
     """A transcription of the original's spatter loop (OpenCV relief, dripping by np.convolve) fed the same
     normal draws gives the same frames."""
@@ -600,6 +606,7 @@ def test_cifar_schedules():
     assert torch.equal(frame("shear", 29), frame("shear", 29, "imagenet"))
 
 
+@pytest.mark.fidelity
 @pytest.mark.parametrize("params, start, step, truncate", [("cifar", 0.3, 0.015, 7.0), ("tiny", 0.35, 0.014, 7.0)])
 def test_small_set_gaussian_blur_matches_skimage(params, start, step, truncate):
     from skimage.filters import gaussian
@@ -638,6 +645,7 @@ def test_drip_is_numpys_same_convolution():
         assert np.allclose(_drip(torch.from_numpy(layer), kernel).numpy(), ref, rtol=0, atol=1e-15)
 
 
+@pytest.mark.fidelity
 @pytest.mark.parametrize("params, loc, scale", [("cifar", 0.6, 0.265), ("tiny", 0.6, 0.25)])
 def test_small_set_spatter_matches_the_original_code(params, loc, scale):
     """The small scripts' spatter (layer N(loc, scale), blur sigma 1.75, cut at 0.7, drip [0.2, 0.8]) written
@@ -666,6 +674,7 @@ def test_small_set_spatter_matches_the_original_code(params, loc, scale):
         layer = np.apply_along_axis(lambda col: np.convolve(col, [0.2, 0.8], mode="same"), 0, layer)
 
 
+@pytest.mark.fidelity
 def test_auto_follows_the_imagenet_c_rule():
     from robustart.noise.natural.params import PARAMETER_SETS, parameter_set
     from robustart.noise.natural.perturbations import resolve_params

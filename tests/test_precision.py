@@ -8,8 +8,7 @@ import torch
 from robustart import model_zoo
 from robustart.evaluation.precision import Precision, amp_dtype, check_precision, with_precision
 from robustart.run import UserError, identity, run
-from tests.conftest import compose_config, run_cli
-from tests.test_cli import _assert_user_error
+from tests.conftest import compose_config
 from tests.test_real_models import cifar10_samples
 
 
@@ -88,10 +87,6 @@ def test_an_attack_run_in_bf16_and_channels_last(workspace, tmp_path, fashion_su
     assert (a - b).abs().max() <= 3 / 64  # a few images near the decision boundary may move
 
 
-def test_fp16_on_the_cpu_exits_2(workspace):
-    results, _ = workspace
-    proc = run_cli("model=small_cnn", "noise=clean", "data=fashion_mnist", "evaluation.device=cpu",
-                   "evaluation.amp=fp16", "evaluation.max_samples=8")  # fmt: skip
-    _assert_user_error(proc, "evaluation.amp=fp16 needs a CUDA device", results=results)
+def test_an_unknown_precision_is_refused(workspace):  # fp16 on the CPU: tests/test_user_errors.py
     with pytest.raises(UserError, match="is not a precision"):
         run(compose_config(["model=small_cnn", "noise=clean", "data=fashion_mnist", "evaluation.amp=half"]))

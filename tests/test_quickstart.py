@@ -10,6 +10,7 @@ from tests.conftest import run_cli, run_dirs
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_quickstart_default_run(workspace):
     results, _ = workspace
     proc = run_cli()

@@ -33,6 +33,7 @@ def results_parent(tmp_path_factory):
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
+@pytest.mark.cli
 def test_readme_example_runs(index, results_parent):
     proc = subprocess.run(
         [sys.executable, "-c", BLOCKS[index]], cwd=results_parent, capture_output=True, text=True, timeout=300

@@ -92,6 +92,7 @@ def _levels(x: torch.Tensor) -> np.ndarray:
     return np.floor(x.permute(0, 2, 3, 1).double().numpy() * 255 + 1e-4).clip(0, 255)
 
 
+@pytest.mark.fidelity
 @pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"])
 @pytest.mark.parametrize("severity", [1, 3, 5])
 def test_noise_statistics_match_the_reference_on_imagenet_samples(efficientnet, name, severity):

@@ -17,8 +17,7 @@ from robustart.evaluation.metrics import flip_probability, top5_distance
 from robustart.evaluation.sequences import TEST_PERTURBATIONS, _pseudo_logits, score_chunks, sequence_rows
 from robustart.noise.natural.perturbations import num_frames
 from robustart.noise.natural.sequences import chunked
-from tests.conftest import run_cli, run_dirs
-from tests.test_cli import _assert_user_error
+from tests.conftest import assert_user_error, run_cli, run_dirs
 
 
 def test_top5_classes_give_the_same_top5_distance_as_the_logits():
@@ -112,6 +111,7 @@ def _released_p(root: Path, wnids=("n01440764", "n02123045"), frames=None) -> Pa
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_released_imagenet_p_videos_through_the_cli(workspace, tmp_path):
     results, _ = workspace
     root = _released_p(tmp_path / "ImageNet-P")
@@ -132,15 +132,16 @@ def test_released_imagenet_p_videos_through_the_cli(workspace, tmp_path):
     manifest = json.loads((run_dir / store.MANIFEST_FILE).read_text())
     assert len(manifest["noise_conditions"]) == 2
 
-    _assert_user_error(run_cli(*base[:2], "noise=clean", *base[3:5]), "use it with noise=imagenet_p")
-    _assert_user_error(run_cli(*base, "noise.perturbations=[rotate]"), "lacks the folder(s) ['rotate']")
-    _assert_user_error(run_cli(*base, "noise.perturbations=[twist]"), "unknown perturbation(s) ['twist']")
-    _assert_user_error(run_cli(*base, "noise.baseline_run=nope"), "noise.baseline_run=nope")
+    assert_user_error(run_cli(*base[:2], "noise=clean", *base[3:5]), "use it with noise=imagenet_p")
+    assert_user_error(run_cli(*base, "noise.perturbations=[rotate]"), "lacks the folder(s) ['rotate']")
+    assert_user_error(run_cli(*base, "noise.perturbations=[twist]"), "unknown perturbation(s) ['twist']")
+    assert_user_error(run_cli(*base, "noise.baseline_run=nope"), "noise.baseline_run=nope")
     short = _released_p(tmp_path / "short", frames=30)
-    _assert_user_error(run_cli(*base[:4], f"data.root={short}", *base[5:]), "has 30 frames; its perturbation has")
+    assert_user_error(run_cli(*base[:4], f"data.root={short}", *base[5:]), "has 30 frames; its perturbation has")
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_imagenet_p_on_the_fly_on_fashion_mnist_with_a_baseline_run(workspace):
     """The small-scale P benchmark: sequences generated from Fashion-MNIST for a trained CNN; a second run
     normalises by the first (as a baseline model's run would)."""
@@ -174,7 +175,9 @@ def test_imagenet_p_on_the_fly_on_fashion_mnist_with_a_baseline_run(workspace):
     assert {"nmfp", "mt5d"} <= set(mine["metric"])
 
 
+@pytest.mark.fidelity
 @pytest.mark.slow
+@pytest.mark.cli
 def test_imagenet_p_on_imagenet_photos_follows_the_resize_then_crop_protocol(workspace, tmp_path):
     """On ImageNet data the frames are made from the 256 px resize and centre-cropped to the model's 224."""
     from tests.conftest import write_photo_folder

@@ -41,6 +41,7 @@ def _probabilities(*hot: dict[int, float]) -> torch.Tensor:
     return torch.stack(rows)
 
 
+@pytest.mark.fidelity
 def test_categories_and_their_imagenet_indices_follow_the_published_mapping():
     indices = shape_bias.category_indices()
     assert list(indices) == sorted(indices) and len(indices) == 16
@@ -215,6 +216,7 @@ def test_a_model_without_1000_classes_is_refused(tmp_path, workspace):
         run(compose_config([*MODEL, "model.num_classes=10", "data=cue_conflict", f"data.root={root}"]))
 
 
+@pytest.mark.fidelity
 def test_published_checksums_cover_the_1280_stimuli():
     sums = cue_conflict.checksums()
     assert len(sums) == 1280 and len(set(sums.values())) == 1280
@@ -223,6 +225,7 @@ def test_published_checksums_cover_the_1280_stimuli():
     assert {Path(p).parent.name for p in sums} == set(NAMES)
 
 
+@pytest.mark.fidelity
 @pytest.mark.skipif(not STIMULI.is_dir(), reason="the cue-conflict stimuli are not in ../shared/data here")
 def test_the_local_stimuli_match_the_published_checksums():
     sums = cue_conflict.checksums()

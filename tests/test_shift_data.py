@@ -12,8 +12,7 @@ import pytest
 
 from robustart import store
 from robustart.data import class_mask, imagenet_wnid_index, shift_wnids
-from tests.conftest import run_cli, run_dirs, write_photo_folder
-from tests.test_cli import _assert_user_error
+from tests.conftest import assert_user_error, run_cli, run_dirs, write_photo_folder
 
 
 def _foolbox_imagenet() -> list[tuple[Path, int]]:
@@ -45,6 +44,7 @@ def _tables(results: Path):
     )
 
 
+@pytest.mark.fidelity
 def test_class_lists_are_the_published_ones():
     for name in ("imagenet_a", "imagenet_o", "imagenet_r"):
         wnids = shift_wnids(name)
@@ -60,6 +60,7 @@ def test_class_lists_are_the_published_ones():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["imagenet_a", "imagenet_r"])
+@pytest.mark.cli
 def test_masked_sets_score_a_trained_model_in_their_200_classes(workspace, tmp_path, name):
     """A real ImageNet model on real ImageNet photos of the set's classes: a wrong mask or label mapping
     would score near 0; the right ones keep the model's accuracy."""
@@ -83,6 +84,7 @@ def test_masked_sets_score_a_trained_model_in_their_200_classes(workspace, tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_imagenet_o_detection_rows_on_real_images(workspace, tmp_path):
     """In-distribution: ImageNet photos of ImageNet-O's classes from a val folder (other classes there are
     ignored); out-of-distribution: other real photographs in ImageNet-O's layout."""
@@ -101,21 +103,22 @@ def test_imagenet_o_detection_rows_on_real_images(workspace, tmp_path):
     assert all(0 <= rows[m] <= 1 for m in ("aupr", "auroc", "fpr95"))
     assert (metrics[metrics.metric == "aupr"]["n"] == n_in + 4).all()
 
-    _assert_user_error(run_cli(*base, "noise=imagenet_c"), "use noise=clean")
-    _assert_user_error(run_cli(*base, "noise=clean"), "data.in_root=/path/to/imagenet/val")
+    assert_user_error(run_cli(*base, "noise=imagenet_c"), "use noise=clean")
+    assert_user_error(run_cli(*base, "noise=clean"), "data.in_root=/path/to/imagenet/val")
 
 
 @pytest.mark.slow  # 18-21 s of CLI runs: keeps the fast set under 10 minutes
+@pytest.mark.cli
 def test_folders_outside_the_200_classes_and_wrong_models_are_refused(workspace, tmp_path):
     results, _ = workspace
     root = write_photo_folder(tmp_path / "imagenet-a", wnids=("n01440764",))  # tench: not an ImageNet-A class
-    _assert_user_error(
+    assert_user_error(
         run_cli("model=resnet18", "model.weights=random", "noise=clean", "data=imagenet_a", f"data.root={root}"),
         "outside the 200 classes of imagenet_a",
         results=results,
     )
     good = write_photo_folder(tmp_path / "imagenet-r", wnids=tuple(shift_wnids("imagenet_r")[:1]))
-    _assert_user_error(
+    assert_user_error(
         run_cli(
             "model=resnet18",
             "model.weights=random",
@@ -130,6 +133,7 @@ def test_folders_outside_the_200_classes_and_wrong_models_are_refused(workspace,
 
 
 @pytest.mark.slow  # 18-21 s of CLI runs: keeps the fast set under 10 minutes
+@pytest.mark.cli
 def test_imagenetv2_folders_are_class_indices_read_numerically(workspace, tmp_path):
     results, _ = workspace
     # as strings "10" < "2" < "999"; as class indices 2 < 10 < 999
@@ -140,7 +144,7 @@ def test_imagenetv2_folders_are_class_indices_read_numerically(workspace, tmp_pa
     assert preds.sort_values("sample_id")["label"].tolist() == [2, 10, 999]
     assert set(metrics["metric"]) == {"top1", "top5"}
     (root / "n01440764").mkdir()
-    _assert_user_error(
+    assert_user_error(
         run_cli(
             "model=resnet18",
             "model.weights=random",
@@ -153,6 +157,7 @@ def test_imagenetv2_folders_are_class_indices_read_numerically(workspace, tmp_pa
     )
 
 
+@pytest.mark.cli
 def test_imagenet_sketch_reads_wnid_folders_of_the_1000_classes(workspace, tmp_path):
     results, _ = workspace
     root = write_photo_folder(tmp_path / "sketch")
@@ -181,6 +186,7 @@ def test_fashion_mnist_ood_detection_is_measured_on_real_data(fashion_subset_mod
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_fashion_mnist_ood_through_the_cli(workspace):
     results, _ = workspace
     base = ["experiment=quickstart", "data=fashion_mnist_ood", "training.epochs=0.02", "evaluation.max_samples=64"]
@@ -189,4 +195,4 @@ def test_fashion_mnist_ood_through_the_cli(workspace):
     preds, metrics = _tables(results)
     assert (preds["noise"] == "clean").sum() == 64 and (preds["noise"] == "ood").sum() == 64
     assert {"top1", "aupr", "auroc", "fpr95"} <= set(metrics["metric"])
-    _assert_user_error(run_cli(*base), "use noise=clean")
+    assert_user_error(run_cli(*base), "use noise=clean")

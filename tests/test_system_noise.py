@@ -24,8 +24,7 @@ from robustart.evaluation.system import bootstrap_spread, flip_rate, spread, sys
 from robustart.noise import create_noise
 from robustart.noise.system import DECODERS, RESIZERS, Pipeline, SystemNoise, codecs, reference_resizer
 from robustart.noise.system.resize import resample_round_trip
-from tests.conftest import run_cli, run_dirs, write_photo_folder
-from tests.test_cli import _assert_user_error
+from tests.conftest import assert_user_error, run_cli, run_dirs, write_photo_folder
 
 
 def _photos() -> list[Image.Image]:
@@ -47,6 +46,7 @@ def _jpeg(image: Image.Image, **options) -> bytes:
 # ---------------------------------------------------------------------------------------------- the pipeline
 
 
+@pytest.mark.fidelity
 @pytest.mark.parametrize(("crop_pct", "interpolation"), [(0.875, "bicubic"), (0.9, "bilinear"), (1.0, "bicubic")])
 def test_reference_combination_is_the_model_preprocessing_pixel_for_pixel(crop_pct, interpolation):
     """PIL decoding with the model's own filter gives exactly the tensors of the model's preprocessing
@@ -255,6 +255,7 @@ _MODEL = ["model=efficientnet_lite0", "model.weights=pretrained", "data=imagenet
 
 
 @pytest.mark.slow  # CLI runs over real JPEGs, about 40 s on 2 cores
+@pytest.mark.cli
 def test_imagenet_s_on_a_folder_of_real_jpegs(workspace, tmp_path):
     """Every decoder with four resizers (one the model's own, bicubic) on real ImageNet JPEGs: the rows, the
     library versions, and the reference pipeline reproducing the clean run's accuracy exactly."""
@@ -298,6 +299,7 @@ def test_imagenet_s_on_a_folder_of_real_jpegs(workspace, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_full_grid_on_real_jpegs_in_workers(workspace, tmp_path):
     """All 4 x 15 combinations, decoded in two loader workers, square resize (RobustART's variant)."""
     results, _ = workspace
@@ -312,19 +314,21 @@ def test_full_grid_on_real_jpegs_in_workers(workspace, tmp_path):
 
 
 @pytest.mark.slow  # 18-21 s of CLI runs: keeps the fast set under 10 minutes
+@pytest.mark.cli
 def test_bad_system_noise_input_exits_2(workspace, tmp_path):
     results, _ = workspace
     root = write_photo_folder(tmp_path / "val", per_class=1)
     data = ["model=efficientnet_lite0", "data=imagenet", f"data.root={root}"]
-    _assert_user_error(run_cli(*data, "noise=imagenet_s", "noise.decoders=[pil,libjpeg]"), "unknown decoder 'libjpeg'",
+    assert_user_error(run_cli(*data, "noise=imagenet_s", "noise.decoders=[pil,libjpeg]"), "unknown decoder 'libjpeg'",
                        "valid decoders: pil, opencv, torchvision, ffmpeg", results=results)  # fmt: skip
     suite = ["noise=quickstart", "noise.members.pgd_linf.steps=1"]
-    _assert_user_error(run_cli(*data, *suite), "cannot be a member of a suite", results=results)
-    _assert_user_error(
+    assert_user_error(run_cli(*data, *suite), "cannot be a member of a suite", results=results)
+    assert_user_error(
         run_cli("data=imagenet_c", f"data.root={root}", "noise=imagenet_s"), "use it with noise=imagenet_c"
     )
 
 
+@pytest.mark.cli
 def test_missing_pyav_exits_2_naming_the_extra(workspace, tmp_path):
     """A Python path on which ``import av`` fails, as on an install without the extra."""
     blocker = tmp_path / "noav"
@@ -332,7 +336,7 @@ def test_missing_pyav_exits_2_naming_the_extra(workspace, tmp_path):
     (blocker / "av.py").write_text("raise ImportError('No module named av')\n")
     proc = run_cli("noise=imagenet_s", "noise.decoders=[ffmpeg]", "evaluation.max_samples=8",
                    env={"PYTHONPATH": str(blocker)})  # fmt: skip
-    _assert_user_error(proc, 'pip install "robustart[system]"', "ffmpeg")
+    assert_user_error(proc, 'pip install "robustart[system]"', "ffmpeg")
 
 
 def test_system_noise_class_is_the_registered_one():

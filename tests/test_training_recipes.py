@@ -12,7 +12,7 @@ import torch
 from robustart import model_zoo
 from robustart.run import UserError, recipe_label, run
 from robustart.training import save_checkpoint
-from tests.conftest import CONF, compose_config, run_cli
+from tests.conftest import CONF, compose_config
 
 RECIPES = sorted(p.stem for p in (CONF / "training").glob("*.yaml"))
 BATCH = 32
@@ -120,12 +120,3 @@ def test_a_teacher_with_another_class_count_is_refused(workspace, tmp_path):
     overrides = ["training=distillation", "training.teacher=small_cnn", f"training.teacher_weights={tmp_path / 'five'}"]
     with pytest.raises(UserError, match="predicts 5 classes but data fashion_mnist has 10"):
         run(compose_config([*overrides, "noise=clean"]))
-
-
-def test_bad_training_input_on_the_command_line_exits_2(workspace):
-    unknown = run_cli("training=[standard,mixupp]", "noise=clean")
-    assert unknown.returncode == 2 and "Could not load 'training/mixupp'" in unknown.stderr
-    eps = run_cli("training=pgd_at", "training.adversarial.eps=3", "noise=clean")
-    assert eps.returncode == 2 and "Linf eps must be at most 1" in eps.stderr and "Traceback" not in eps.stderr
-    results, _ = workspace
-    assert not results.exists() or not any(results.iterdir())

@@ -125,6 +125,7 @@ def test_an_interrupted_fit_resumes_to_the_same_weights(technique, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ROBUSTART_RESULTS": str(tmp_path / "results")}
     straight = run_cli(*RANDOM_RECIPE, env={"ROBUSTART_CACHE": str(tmp_path / "a"), **env})
@@ -168,6 +169,7 @@ def _saved_step(path: Path) -> int | None:
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_two_processes_under_torchrun_match_one(tmp_path, capsys):
     """Same global batch over 2 gloo processes: the weights and accuracy of one process, up to float rounding
     (gradients averaged over two halves instead of summed over the whole). The model has no batch norm, whose

@@ -15,8 +15,7 @@ from robustart.evaluation import evaluate, noise_rows, summarize
 from robustart.evaluation.metrics import transfer_asr
 from robustart.noise import Condition, create_noise
 from robustart.run import UserError, run
-from tests.conftest import compose_config, run_cli
-from tests.test_cli import _assert_user_error
+from tests.conftest import compose_config
 
 # ------------------------------------------------------------------------------------------------- the formula
 
@@ -185,9 +184,3 @@ def test_a_source_run_of_random_weights_is_refused(workspace):
     with pytest.raises(UserError, match=r"source_weights and noise\.source_sha256 do not apply"):
         run(compose_config([*base, "noise=transfer", f"noise.source={random_run.run_dir}",
                             "noise.source_weights=random"]))  # fmt: skip
-
-
-def test_unknown_source_exits_2_from_the_cli(workspace):
-    results, _ = workspace
-    proc = run_cli("experiment=quickstart", "noise=transfer", "noise.source=no_such_model")
-    _assert_user_error(proc, "unknown noise.source='no_such_model'", "cifar_resnet18", results=results)

@@ -42,6 +42,7 @@ def test_weights_that_are_no_checkpoint(tmp_path, workspace):
             run(compose_config([*BASE, f"model.weights={path}"]))
 
 
+@pytest.mark.cli
 def test_unwritable_hydra_folder_exits_2_with_one_message(workspace):
     proc = run_cli(*BASE, "hydra.run.dir=/proc/robustart-run")
     assert proc.returncode == USER_ERROR

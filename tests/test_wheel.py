@@ -48,6 +48,7 @@ def wheel_env(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_wheel_holds_the_namespaced_pillars_and_configs(wheel_env):
     import zipfile
 
@@ -69,6 +70,7 @@ def test_wheel_holds_the_namespaced_pillars_and_configs(wheel_env):
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_wheel_runs_from_a_folder_of_shadowing_files(wheel_env, tmp_path):
     python, site, _ = wheel_env
     work = tmp_path / "work"

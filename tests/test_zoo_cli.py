@@ -53,6 +53,7 @@ def test_bad_input_exits_2_with_a_message(argv, message, capsys):
     assert err.startswith("error: ") and message in err and "Traceback" not in err
 
 
+@pytest.mark.cli
 def test_runs_as_a_module():
     done = subprocess.run(
         [sys.executable, "-m", "robustart.zoo", "list", "--family", "rnn"], capture_output=True, text=True, check=False

@@ -11,14 +11,9 @@ users write them (``"8/255"``). The defaults are RobustART's small / mid / large
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
 from robustart.noise.adversarial.attack_base import (
-    L1_EPS,
-    L2_EPS,
-    LINF_EPS,
     NORMS,
     AutoAttackCall,
     TorchattacksNoise,
@@ -26,6 +21,18 @@ from robustart.noise.adversarial.attack_base import (
     check_norm,
     check_positive,
     parse_eps,
+)
+from robustart.noise.options import (
+    ApgdCeOptions,
+    ApgdL1Options,
+    ApgdTOptions,
+    AutoAttackOptions,
+    FabOptions,
+    FgsmOptions,
+    MimOptions,
+    PgdL2Options,
+    PgdLinfOptions,
+    SquareOptions,
 )
 from robustart.noise.registry import register_noise
 
@@ -42,21 +49,7 @@ def _attack_class(iteration_curve: bool) -> type[TorchattacksNoise]:
     return IterationCurveNoise
 
 
-@dataclass
-class PgdLinfOptions:
-    """PGD-Linf; ``eps`` written as users write them (``"4/255"``)."""
-
-    eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
-    steps: int = 20
-    #: step size as a fraction of eps (RobustART: 3/40)
-    rel_stepsize: float = 0.075
-    random_start: bool = True
-    seed: int = 0
-    #: also record the accuracy after every step (``robust_acc_vs_steps`` rows, :mod:`.curves`)
-    iteration_curve: bool = False
-
-
-@register_noise("pgd_linf", kind="adversarial", options=PgdLinfOptions)
+@register_noise(options=PgdLinfOptions)
 def pgd_linf(opts: PgdLinfOptions) -> TorchattacksNoise:
     """PGD with the Linf norm (Madry et al., 2018) via ``torchattacks.PGD``; step = rel_stepsize * eps."""
     import torchattacks
@@ -73,13 +66,7 @@ def pgd_linf(opts: PgdLinfOptions) -> TorchattacksNoise:
     return _attack_class(opts.iteration_curve)("pgd_linf", build, opts.eps, opts.seed, passes=steps)
 
 
-@dataclass
-class FgsmOptions:
-    eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
-    seed: int = 0
-
-
-@register_noise("fgsm", kind="adversarial", options=FgsmOptions)
+@register_noise(options=FgsmOptions)
 def fgsm(opts: FgsmOptions) -> TorchattacksNoise:
     """Fast gradient sign method (Goodfellow et al., 2015) via ``torchattacks.FGSM``."""
     import torchattacks
@@ -90,14 +77,7 @@ def fgsm(opts: FgsmOptions) -> TorchattacksNoise:
 # ------------------------------------------------------------------------------------- more torchattacks attacks
 
 
-@dataclass
-class PgdL2Options(PgdLinfOptions):
-    """PGD-L2; budgets in L2 units on [0, 1] pixels (the other options as PGD-Linf's)."""
-
-    eps: list[str] = field(default_factory=lambda: list(L2_EPS))
-
-
-@register_noise("pgd_l2", kind="adversarial", options=PgdL2Options)
+@register_noise(options=PgdL2Options)
 def pgd_l2(opts: PgdL2Options) -> TorchattacksNoise:
     """PGD with the L2 norm via ``torchattacks.PGDL2``; step = rel_stepsize * eps (``iteration_curve``: as PGD)."""
     import torchattacks
@@ -112,19 +92,7 @@ def pgd_l2(opts: PgdL2Options) -> TorchattacksNoise:
     return _attack_class(opts.iteration_curve)("pgd_l2", build, opts.eps, opts.seed, norm="L2", passes=steps)
 
 
-@dataclass
-class MimOptions:
-    """MIM, Linf; RobustART's absolute step 0.002 (a string, like the budgets: ``"1/255"`` works too)."""
-
-    eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
-    steps: int = 20
-    step_size: str = "0.002"
-    decay: float = 1.0
-    seed: int = 0
-    iteration_curve: bool = False
-
-
-@register_noise("mim", kind="adversarial", options=MimOptions)
+@register_noise(options=MimOptions)
 def mim(opts: MimOptions) -> TorchattacksNoise:
     """Momentum iterative FGSM (Dong et al., 2018) via ``torchattacks.MIFGSM``, Linf (``iteration_curve``: as PGD).
 
@@ -151,17 +119,7 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-@dataclass
-class ApgdCeOptions:
-    eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
-    #: Linf, L2 or L1
-    norm: str = "Linf"
-    steps: int = 100
-    restarts: int = 1
-    seed: int = 0
-
-
-@register_noise("apgd_ce", kind="adversarial", options=ApgdCeOptions)
+@register_noise(options=ApgdCeOptions)
 def apgd_ce(opts: ApgdCeOptions) -> TorchattacksNoise:
     """APGD with the cross-entropy loss (Croce & Hein, 2020) via pyautoattack's ``APGDAttack``."""
     from pyautoattack.autopgd_base import APGDAttack
@@ -179,15 +137,7 @@ def apgd_ce(opts: ApgdCeOptions) -> TorchattacksNoise:
     return TorchattacksNoise("apgd_ce", build, opts.eps, seed, norm=norm, passes=steps * restarts)
 
 
-@dataclass
-class ApgdL1Options:
-    eps: list[str] = field(default_factory=lambda: list(L1_EPS))
-    steps: int = 100
-    restarts: int = 1
-    seed: int = 0
-
-
-@register_noise("apgd_l1", kind="adversarial", options=ApgdL1Options)
+@register_noise(options=ApgdL1Options)
 def apgd_l1(opts: ApgdL1Options) -> TorchattacksNoise:
     """APGD-CE with the L1 norm (Croce & Hein, 2021) via pyautoattack; RobustART's L1 budgets by default."""
     noise = apgd_ce(ApgdCeOptions(opts.eps, "L1", opts.steps, opts.restarts, opts.seed))
@@ -195,17 +145,7 @@ def apgd_l1(opts: ApgdL1Options) -> TorchattacksNoise:
     return noise
 
 
-@dataclass
-class ApgdTOptions:
-    eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
-    norm: str = "Linf"
-    steps: int = 100
-    #: the likeliest wrong classes attacked in turn
-    target_classes: int = 9
-    seed: int = 0
-
-
-@register_noise("apgd_t", kind="adversarial", options=ApgdTOptions)
+@register_noise(options=ApgdTOptions)
 def apgd_t(opts: ApgdTOptions) -> TorchattacksNoise:
     """Targeted APGD with the DLR loss (Croce & Hein, 2020) via pyautoattack's ``APGDAttack_targeted``,
     against each of the ``target_classes`` most likely wrong classes in turn."""
@@ -224,16 +164,7 @@ def apgd_t(opts: ApgdTOptions) -> TorchattacksNoise:
     return TorchattacksNoise("apgd_t", build, opts.eps, seed, norm=norm, passes=steps * target_classes)
 
 
-@dataclass
-class FabOptions:
-    eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
-    norm: str = "Linf"
-    steps: int = 100
-    restarts: int = 1
-    seed: int = 0
-
-
-@register_noise("fab", kind="adversarial", options=FabOptions)
+@register_noise(options=FabOptions)
 def fab(opts: FabOptions) -> TorchattacksNoise:
     """FAB (Croce & Hein, 2020), untargeted, via pyautoattack's ``FABAttack_PT``; budget-bounded."""
     from pyautoattack.fab_pt import FABAttack_PT
@@ -251,16 +182,7 @@ def fab(opts: FabOptions) -> TorchattacksNoise:
     return TorchattacksNoise("fab", build, opts.eps, seed, norm=norm, passes=2 * steps * restarts)
 
 
-@dataclass
-class SquareOptions:
-    eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
-    #: Linf or L2
-    norm: str = "Linf"
-    queries: int = 5000
-    seed: int = 0
-
-
-@register_noise("square", kind="adversarial", options=SquareOptions)
+@register_noise(options=SquareOptions)
 def square(opts: SquareOptions) -> TorchattacksNoise:
     """Square attack (Andriushchenko et al., 2020), black-box (queries only), via pyautoattack."""
     from pyautoattack.square import SquareAttack
@@ -277,18 +199,7 @@ def square(opts: SquareOptions) -> TorchattacksNoise:
     return TorchattacksNoise("square", build, opts.eps, seed, norm=norm, passes=queries)
 
 
-@dataclass
-class AutoAttackOptions:
-    """RobustART's Linf budgets plus 4/255 (the common ImageNet budget; 8/255 is CIFAR's)."""
-
-    eps: list[str] = field(default_factory=lambda: ["0.5/255", "2/255", "4/255", "8/255"])
-    norm: str = "Linf"
-    #: standard, plus or rand
-    version: str = "standard"
-    seed: int = 0
-
-
-@register_noise("autoattack", kind="adversarial", options=AutoAttackOptions)
+@register_noise(options=AutoAttackOptions)
 def autoattack(opts: AutoAttackOptions) -> TorchattacksNoise:
     """AutoAttack (Croce & Hein, 2020) via pyautoattack: ``standard`` runs APGD-CE, APGD-T, FAB-T and Square
     on the samples still unbroken."""

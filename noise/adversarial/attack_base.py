@@ -9,6 +9,7 @@ import torch
 
 from robustart.noise.adversarial.per_sample import CountingModel, PassCounter, RowDraws, per_image_entry
 from robustart.noise.base import Condition, Noise
+from robustart.noise.options import L1_EPS, L2_EPS, LINF_EPS  # noqa: F401  (the default budgets, declared there)
 from robustart.noise.seeding import derive_seed
 
 
@@ -34,8 +35,6 @@ def parse_eps(value: float | int | str) -> float:
 
 
 NORMS = ("Linf", "L2", "L1")
-#: RobustART's small / mid / large budgets per norm (224 px images)
-LINF_EPS, L2_EPS, L1_EPS = ("0.5/255", "2/255", "8/255"), ("0.5", "2.0", "8.0"), ("100", "400", "1600")
 
 
 def check_norm(name: str, norm: str, supported: Sequence[str] = NORMS) -> str:

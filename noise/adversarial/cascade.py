@@ -26,14 +26,13 @@ one clean forward pass and one forward pass per attack to see which images broke
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
-from robustart.noise.adversarial.attack_base import LINF_EPS, TorchattacksNoise, check_budgets, parse_eps
+from robustart.noise.adversarial.attack_base import TorchattacksNoise, check_budgets, parse_eps
 from robustart.noise.adversarial.per_sample import CountingModel, PassCounter
 from robustart.noise.base import Condition, Noise
+from robustart.noise.options import WcarOptions
 from robustart.noise.registry import create_noise, get_noise_entry, register_noise
 
 #: the worst-case condition's name and the attack recorded for images already wrong when clean
@@ -120,19 +119,7 @@ def _options_for(name: str, options: Mapping) -> dict:
     return extra
 
 
-@dataclass
-class WcarOptions:
-    """Attacks at shared budgets; ``options`` maps an attack to its own settings, e.g. ``{pgd_linf: {steps: 50}}``."""
-
-    attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd_linf", "mim", "autoattack"])
-    eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
-    options: dict[str, Any] = field(default_factory=dict)
-    #: false: every attack on every image (the reference the cascade reproduces, at full cost)
-    cascade: bool = True
-    seed: int = 0
-
-
-@register_noise("wcar", kind="adversarial", options=WcarOptions)
+@register_noise(options=WcarOptions)
 def wcar(opts: WcarOptions) -> WorstCase:
     """Worst-case robustness over a set of attacks (RobustART's WCAR), as a cascade from the cheapest attack
     to the strongest that attacks only the images still unbroken; ``options`` holds per-attack settings."""

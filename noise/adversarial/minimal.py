@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from torch import nn
 
 from robustart.noise.adversarial.attack_base import check_budgets, parse_eps
 from robustart.noise.base import Condition, Noise
+from robustart.noise.options import CwOptions, DeepFoolOptions, MinEpsOptions
 from robustart.noise.registry import register_noise
 
 #: attacks the budget search can drive: torchattacks Linf attacks taking a budget ``eps``
@@ -134,23 +135,7 @@ class UnboundedAttackNoise(MinimalPerturbationNoise):
         return adv
 
 
-@dataclass
-class CwOptions:
-    """Carlini-Wagner L2: no budget; per-sample ``min_eps`` (L2)."""
-
-    #: weight of the misclassification term against the distance (torchattacks does no binary search over it)
-    c: float = 1.0
-    #: the required logit margin
-    kappa: float = 0.0
-    #: steps and learning rate of its Adam optimiser
-    steps: int = 100
-    lr: float = 0.01
-    #: ``robust_acc_vs_eps`` grid: points from 0 to ``curve_max`` (``null``: the largest min_eps found)
-    curve_points: int = 21
-    curve_max: str | None = None
-
-
-@register_noise("cw", kind="adversarial", options=CwOptions)
+@register_noise(options=CwOptions)
 def cw(opts: CwOptions) -> UnboundedAttackNoise:
     """Carlini & Wagner's L2 attack (2017) via ``torchattacks.CW``: minimal perturbation, ``min_eps`` = its L2 norm."""
     import torchattacks
@@ -167,18 +152,7 @@ def cw(opts: CwOptions) -> UnboundedAttackNoise:
     return UnboundedAttackNoise("cw", build, opts.curve_points, opts.curve_max)
 
 
-@dataclass
-class DeepFoolOptions:
-    """DeepFool: no budget; per-sample ``min_eps`` (L2)."""
-
-    steps: int = 50
-    overshoot: float = 0.02
-    #: ``robust_acc_vs_eps`` grid, as cw's
-    curve_points: int = 21
-    curve_max: str | None = None
-
-
-@register_noise("deepfool", kind="adversarial", options=DeepFoolOptions)
+@register_noise(options=DeepFoolOptions)
 def deepfool(opts: DeepFoolOptions) -> UnboundedAttackNoise:
     """DeepFool (Moosavi-Dezfooli et al., 2016) via ``torchattacks.DeepFool``: minimal L2 perturbation.
 
@@ -412,28 +386,7 @@ class MinEpsSearchNoise(MinimalPerturbationNoise):
         return out
 
 
-@dataclass
-class MinEpsOptions:
-    """ARES's per-sample minimal Linf budget of each of ``attacks`` (see :func:`search_min_eps`)."""
-
-    #: any of ``fgsm``, ``pgd_linf``, ``mim`` (torchattacks); one condition each
-    attacks: list[str] = field(default_factory=lambda: ["pgd_linf"])
-    #: the first budget tried (ARES's ``--distortion``); the search reaches ``init * 2**search_steps``
-    init: str = "0.5/255"
-    #: doublings of the budget (FGSM: ``2**search_steps`` linear steps), then bisections of the bracket found
-    search_steps: int = 5
-    binsearch_steps: int = 10
-    #: PGD / MIM iterations per trial, and their step as a fraction of the trial's budget (null: 1.5 / steps, ARES)
-    steps: int = 20
-    rel_stepsize: float | None = None
-    #: MIM's momentum decay
-    decay: float = 1.0
-    #: ``robust_acc_vs_eps`` grid: its points, and its end (``null``: the end of the search, ``init * 2**search_steps``)
-    curve_points: int = 21
-    curve_max: str | None = None
-
-
-@register_noise("min_eps", kind="adversarial", options=MinEpsOptions)
+@register_noise(options=MinEpsOptions)
 def min_eps(opts: MinEpsOptions) -> MinEpsSearchNoise:
     """ARES's per-sample minimal Linf budget of FGSM, PGD or MIM: exponential (FGSM: linear) then binary search."""
     return MinEpsSearchNoise(opts.attacks, opts.init, opts.search_steps, opts.binsearch_steps, opts.steps,

@@ -22,16 +22,13 @@ The noise names its source by a string (a zoo model or a finished run, resolved 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 
 from robustart.noise.base import Condition, Noise
+from robustart.noise.options import TRANSFER, TransferOptions
 from robustart.noise.registry import create_noise, get_noise_entry, register_noise
-
-TRANSFER = "transfer"
 
 
 class TransferNoise(Noise):
@@ -108,27 +105,7 @@ class TransferNoise(Noise):
         }
 
 
-@dataclass
-class TransferOptions:
-    """Examples crafted by ``attack`` on the ``source`` model, scored on the run's model."""
-
-    #: a zoo model name, or a finished run (its folder, or its id in the results folder) whose model to use; from
-    #: Python also the source ``nn.Module`` itself
-    source: str | None = None
-    #: a zoo source's weights: ``pretrained`` (``null``), ``random`` or a file; a run source uses the run's own
-    source_weights: str | None = None
-    source_sha256: str | None = None
-    #: the registered attack that crafts the examples on the source (``fgsm``, ``pgd_linf``, ``mim``, ``apgd_ce``...)
-    attack: str = "fgsm"
-    #: budgets; ``null`` takes the attack's defaults (FGSM: RobustART's 0.5/255, 2/255, 8/255), in its norm's units
-    eps: list[str] | None = None
-    #: the attack's other options, e.g. ``{steps: 10}`` for pgd_linf
-    attack_options: dict[str, Any] = field(default_factory=dict)
-    #: the attack's seed
-    seed: int = 0
-
-
-@register_noise(TRANSFER, kind="adversarial", options=TransferOptions)
+@register_noise(options=TransferOptions)
 def transfer(opts: TransferOptions) -> TransferNoise:
     """Transfer attack: adversarial examples crafted on a source model by ``attack`` (FGSM by default, at
     RobustART's {0.5, 2, 8}/255), evaluated on the run's model; adds ``transfer_asr`` rows."""

@@ -10,13 +10,13 @@ torch.Size([4, 3, 32, 32])
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 
 from robustart.noise.base import Condition, Noise
 from robustart.noise.natural import blur, corruptions, digital, geometric, motion, weather
 from robustart.noise.natural.params import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, PARAMETER_SETS, parameter_set
+from robustart.noise.options import SEVERITIES, ImagenetCOptions
 from robustart.noise.registry import register_noise
 from robustart.noise.seeding import SampleRNG
 
@@ -58,7 +58,6 @@ FUNCTIONS = {
 CORRUPTIONS: tuple[str, ...] = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
 if set(FUNCTIONS) != set(CORRUPTIONS):  # a new corruption must be listed in params.py as well
     raise ImportError(f"noise.natural.FUNCTIONS and CORRUPTIONS differ: {sorted(set(FUNCTIONS) ^ set(CORRUPTIONS))}")
-SEVERITIES = (1, 2, 3, 4, 5)
 #: corruptions that mix in colour (the frost pictures): grey-scale images go through RGB and back with the
 #: original's ``rgb2gray`` weights
 _COLOUR_ONLY = {"frost"}
@@ -156,22 +155,7 @@ class CorruptionNoise(Noise):
         return digital.save_like_released(out) if self.released_format else out
 
 
-@dataclass
-class ImagenetCOptions:
-    """ImageNet-C corruptions x severities, generated on the fly."""
-
-    #: corruption names; ``null``: every implemented corruption (:data:`CORRUPTIONS`)
-    corruptions: list[str] | None = None
-    severities: list[int] = field(default_factory=lambda: list(SEVERITIES))
-    seed: int = 0
-    #: severity parameters: imagenet (224 px), cifar (CIFAR-10-C, 32 px), tiny (64 px) or auto (by image size)
-    params: str = "auto"
-    #: pass each corrupted image through the released set's uint8 truncation and JPEG quality-85 save, so the
-    #: numbers compare with evaluations on the released files
-    released_format: bool = False
-
-
-@register_noise("imagenet_c", kind="natural", options=ImagenetCOptions)
+@register_noise(options=ImagenetCOptions)
 def imagenet_c(opts: ImagenetCOptions) -> CorruptionNoise:
     """ImageNet-C corruptions generated on the fly (all implemented ones by default) at severities 1..5."""
     return CorruptionNoise("imagenet_c", list(opts.corruptions or CORRUPTIONS), list(opts.severities), opts.seed,

@@ -9,11 +9,11 @@ generated from clean images by :mod:`robustart.noise.natural.perturbations`, or 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 
 import torch
 
 from robustart.noise.base import Condition
+from robustart.noise.options import ImagenetPOptions
 from robustart.noise.registry import register_noise
 
 
@@ -87,25 +87,7 @@ def chunked(videos: torch.Tensor, chunk: int) -> Iterator[tuple[int, torch.Tenso
         yield start, videos[:, start : start + chunk]
 
 
-@dataclass
-class ImagenetPOptions:
-    """ImageNet-P sequences: generated on the fly from clean images, or read with ``data=imagenet_p``."""
-
-    #: perturbation names; ``null``: the 10 test perturbations
-    perturbations: list[str] | None = None
-    #: noise perturbations: strength 1..3; the others: step between compared frames
-    difficulties: list[int] = field(default_factory=lambda: [1])
-    seed: int = 0
-    #: frames of every sequence in a batch per forward pass (memory is bounded by batch x chunk)
-    chunk: int = 8
-    #: a finished run (folder, or run id in the results folder) of another model on the same perturbations, whose
-    #: ``fp`` / ``t5d`` normalise ``nmfp`` and ``mt5d``
-    baseline_run: str | None = None
-    #: schedules: imagenet (ImageNet-P), cifar (CIFAR-10-P), tiny (Tiny-ImageNet-P) or auto (by frame size)
-    params: str = "auto"
-
-
-@register_noise("imagenet_p", kind="natural", options=ImagenetPOptions)
+@register_noise(options=ImagenetPOptions)
 def imagenet_p(opts: ImagenetPOptions) -> SequenceNoise:
     """ImageNet-P perturbation sequences (the 10 test perturbations by default), scored frame by frame."""
     from robustart.noise.natural.perturbations import P_TEST

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from robustart.noise.base import Condition, Noise
+from robustart.noise.options import ImagenetSOptions
 from robustart.noise.registry import register_noise
 from robustart.noise.system import codecs
 from robustart.noise.system.codecs import CODECS, DECODERS
@@ -128,24 +128,7 @@ class SystemNoise(Noise):
         }
 
 
-@dataclass
-class ImagenetSOptions:
-    """ImageNet-S: every decoder x resizer combination."""
-
-    #: decoders (pil, opencv, torchvision, ffmpeg); ``null``: all. ffmpeg needs ``robustart[system]``.
-    decoders: list[str] | None = None
-    #: resizers (:data:`RESIZERS`: 6 PIL filters, 5 OpenCV flags, 4 torch modes); ``null``: all.
-    resizers: list[str] | None = None
-    #: resize both sides to size / crop_pct (RobustART's ImageNet-S) instead of the shorter side
-    square: bool = False
-    #: the crop's share of the resized image; ``null``: the model's own. In-memory images are resampled to
-    #: size / crop_pct and back (``null``: 0.875, 28 -> 32 -> 28 px)
-    crop_pct: float | None = None
-    #: in-memory images (fashion_mnist): the codec of each library's round trip, jpeg or png
-    codec: str = "jpeg"
-
-
-@register_noise("imagenet_s", kind="system", options=ImagenetSOptions)
+@register_noise(options=ImagenetSOptions)
 def imagenet_s(opts: ImagenetSOptions) -> SystemNoise:
     """System noise: every decoder x resizer combination (ImageNet-S)."""
     return SystemNoise(opts.decoders, opts.resizers, opts.square, opts.crop_pct, opts.codec)
