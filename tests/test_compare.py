@@ -22,7 +22,8 @@ import pytest
 
 from robustart import compare, store
 from robustart.evaluation.metrics import wilson_interval
-from tests.conftest import FAST, REPO, render_in_chromium, run_cli, run_dirs
+from robustart.run import run
+from tests.conftest import FAST, REPO, compose_config, render_in_chromium
 
 GENES = [c for c in store.model_columns() if c.startswith("nas_")]
 EPS = [0.5 / 255, 2 / 255, 8 / 255]
@@ -117,13 +118,11 @@ def run_compare(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def real_run(tmp_path_factory):
-    """One real run of the command line, shrunk to seconds (small CNN, 64 samples)."""
-    base = tmp_path_factory.mktemp("real")
-    proc = run_cli(*FAST, env={"ROBUSTART_RESULTS": str(base / "results"), "ROBUSTART_CACHE": str(base / "cache")})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    [run_dir] = run_dirs(base / "results")
-    return run_dir
+def real_run(tmp_path_factory, shared_cache):
+    """One real run, in-process as the command line runs it, shrunk to seconds (small CNN, 64 samples); its
+    model comes from the session's shared cache."""
+    results = tmp_path_factory.mktemp("real") / "results"
+    return run(compose_config([*FAST, f"paths.results_dir={results}", f"paths.cache_dir={shared_cache}"])).run_dir
 
 
 # ---------------------------------------------------------------------------------------------------- the CLI

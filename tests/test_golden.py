@@ -65,8 +65,8 @@ def test_run_ids_unchanged():
 
 
 @pytest.mark.trains
-def test_quickstart_metrics_unchanged(workspace):
-    results, _ = workspace
+def test_quickstart_metrics_unchanged(shared_workspace):
+    results, _ = shared_workspace
     got = quickstart_metrics(results)
     expected = pd.read_csv(GOLDEN / "quickstart_fast_metrics.csv")
     keys = ["noise", "condition", "metric", "severity", "eps"]

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from tests.conftest import FAST, REPO, run_cli
+from robustart.run import run
+from tests.conftest import FAST, REPO, compose_config
 
 BLOCKS = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
 
@@ -25,10 +26,10 @@ def test_readme_commands_are_real_configs():
 
 
 @pytest.fixture(scope="module")
-def results_parent(tmp_path_factory):
+def results_parent(tmp_path_factory, shared_cache):
+    """A folder holding ``results/`` with one finished shrunk quickstart (in-process, the shared cache's model)."""
     parent = tmp_path_factory.mktemp("readme")
-    proc = run_cli(*FAST, env={"ROBUSTART_RESULTS": str(parent / "results"), "ROBUSTART_CACHE": str(parent / "c")})
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run(compose_config([*FAST, f"paths.results_dir={parent / 'results'}", f"paths.cache_dir={shared_cache}"]))
     return parent
 
 

@@ -329,6 +329,7 @@ def test_bad_system_noise_input_exits_2(workspace, tmp_path):
 
 
 @pytest.mark.cli
+@pytest.mark.slow  # a command line in a subprocess (its Python path hides PyAV)
 def test_missing_pyav_exits_2_naming_the_extra(workspace, tmp_path):
     """A Python path on which ``import av`` fails, as on an install without the extra."""
     blocker = tmp_path / "noav"
