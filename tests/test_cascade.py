@@ -11,6 +11,7 @@ import torch
 from robustart.evaluation import evaluate, summarize
 from robustart.evaluation.metrics import worst_case_robustness
 from robustart.noise import create_noise
+from robustart.noise.adversarial.attack_base import parse_eps
 from robustart.noise.adversarial.per_sample import RowDraws
 from tests.conftest import run_cli, run_dirs
 
@@ -62,13 +63,15 @@ def test_row_draws_give_each_image_its_own_stream_and_leave_other_draws_alone():
     [
         ("pgd_linf", {"steps": 5}),
         pytest.param("apgd_ce", {"steps": 10}, marks=pytest.mark.slow),
-        pytest.param("square", {"queries": 40}, marks=pytest.mark.slow),
+        # Square at 8/255 breaks none of these images in 40 (or 300) queries, so its output would equal its input
+        # and the check below would be empty: a larger budget makes it find adversarial images
+        pytest.param("square", {"queries": 40, "eps": ["0.1"]}, marks=pytest.mark.slow),
     ],
 )
 def test_per_image_attacks_do_not_depend_on_the_other_images(fashion_subset_model, name, options):
     model, x, y = fashion_subset_model
     x, y, ids = x[:32], y[:32], torch.arange(32)
-    noise = create_noise(name, eps=["8/255"], **options)
+    noise = create_noise(name, **{"eps": ["8/255"], **options})
     noise.per_image = True
     [cond] = noise.conditions()
     rows = torch.tensor([3, 17, 18, 25, 31])
@@ -101,9 +104,10 @@ def test_the_cascade_gives_exactly_the_wcar_of_every_attack_on_every_image(casca
         assert all(len(outcome) == N for outcome in by_attack.values())
         correct = {name: [outcome[i] for i in range(N)] for name, outcome in by_attack.items()}
         assert metrics[("wcar", eps)] == worst_case_robustness(clean, correct).value
-    # non-trivial: the cheap attacks broke images, and at the small budget some survived every attack
+    # non-trivial: the cheap attacks broke images, and at some budget some images survived every attack while
+    # others were broken (which budget does so depends on how the model trained with the installed libraries)
     firsts = [v for book in fast.broken_by.values() for v in book.values()]
-    assert "fgsm" in firsts and 0 < metrics[("wcar", 2 / 255)] < 1
+    assert "fgsm" in firsts and any(0 < metrics[("wcar", parse_eps(e))] < 1 for e in EPS)
 
 
 def _passes(report: dict) -> int:
