@@ -76,12 +76,18 @@ class CategoryOutputs(nn.Module):
         return category_probabilities(probabilities, self.groups).clamp_min(1e-38).log()
 
 
-def shape_counts(shape, texture, decision) -> tuple[int, int, int]:
-    """``(shape hits, texture hits, images)`` over the images whose shape and texture categories differ."""
+def shape_hits(shape, texture, decision) -> tuple[np.ndarray, np.ndarray]:
+    """``(shape hit, texture hit)``: one boolean each per image whose shape and texture categories differ (the
+    images that count), in order."""
     shape, texture, decision = (np.asarray(a, dtype=object) for a in (shape, texture, decision))
     counted = shape != texture
-    return (int((decision[counted] == shape[counted]).sum()), int((decision[counted] == texture[counted]).sum()),
-            int(counted.sum()))  # fmt: skip
+    return decision[counted] == shape[counted], decision[counted] == texture[counted]
+
+
+def shape_counts(shape, texture, decision) -> tuple[int, int, int]:
+    """``(shape hits, texture hits, images)`` over the images whose shape and texture categories differ."""
+    shape_hit, texture_hit = shape_hits(shape, texture, decision)
+    return int(shape_hit.sum()), int(texture_hit.sum()), len(shape_hit)
 
 
 def shape_bias_interval(shape_hit, texture_hit, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0):
@@ -101,11 +107,8 @@ def shape_bias_interval(shape_hit, texture_hit, resamples: int = BOOTSTRAP_RESAM
 
 def _rows(group: pd.DataFrame, key: tuple, category: str | None) -> list[dict]:
     noise, condition, severity, eps = key
-    counted = group[group["shape_category"] != group["texture_category"]]
-    decision = counted["decision"].to_numpy(object)
-    shape_hit = decision == counted["shape_category"].to_numpy(object)
-    texture_hit = decision == counted["texture_category"].to_numpy(object)
-    n, shapes, textures = len(counted), int(shape_hit.sum()), int(texture_hit.sum())
+    shape_hit, texture_hit = shape_hits(group["shape_category"], group["texture_category"], group["decision"])
+    n, shapes, textures = len(shape_hit), int(shape_hit.sum()), int(texture_hit.sum())
     base = dict(noise=noise, condition=condition, severity=severity, eps=eps, category=category)
     rows = []
     low, high = shape_bias_interval(shape_hit, texture_hit)

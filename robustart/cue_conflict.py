@@ -18,7 +18,7 @@ import urllib.request
 from importlib import resources
 from pathlib import Path
 
-from robustart.folders import ImageFolderDataset
+from robustart.folders import ImageFolderDataset, interpolation_mode
 from robustart.samples import DatasetInfo
 
 log = logging.getLogger("robustart")
@@ -61,10 +61,8 @@ def transform_for(input_size, interpolation: str):
     """Whole images at the model's input size: resized only where the size differs, never cropped."""
     from torchvision import transforms as T
 
-    modes = {m.value: m for m in T.InterpolationMode}
-    if interpolation not in modes:
-        raise ValueError(f"unknown interpolation {interpolation!r}; one of {sorted(modes)}")
-    return T.Compose([T.Resize(tuple(input_size[-2:]), interpolation=modes[interpolation]), T.ToTensor()])
+    mode = interpolation_mode(interpolation)
+    return T.Compose([T.Resize(tuple(input_size[-2:]), interpolation=mode), T.ToTensor()])
 
 
 def load_cue_conflict(root: str | None, cache_dir: Path, transform) -> tuple[CueConflictDataset, DatasetInfo]:
@@ -72,9 +70,9 @@ def load_cue_conflict(root: str | None, cache_dir: Path, transform) -> tuple[Cue
 
     Every file under a category folder must be named ``<shape><i>-<texture><j>.png`` with both categories among
     the 16 and the shape equal to its folder; anything else is an error naming the file."""
-    from robustart.evaluation.shape_bias import categories
+    from robustart.evaluation.shape_bias import category_indices
 
-    names = categories()
+    names = list(category_indices())
     folder = _stimuli_folder(root, cache_dir)
     present = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not set(present) & set(names):
@@ -102,18 +100,12 @@ def load_cue_conflict(root: str | None, cache_dir: Path, transform) -> tuple[Cue
     dataset = CueConflictDataset(files, labels, transform, root=folder, textures=textures)
     same = sum(t == f.parent.name for t, f in zip(textures, files))
     info = DatasetInfo("cue_conflict", "stimuli", str(folder), len(files), 1000, 3,
-                       class_groups=_groups())  # fmt: skip
+                       class_groups=dict(category_indices()))  # fmt: skip
     info.notes.append(
         f"cue-conflict stimuli: {len(files)} images fed whole at the model's input size (no centre crop); "
         f"{same} whose shape and texture agree are evaluated but left out of shape bias, {len(files) - same} count"
     )
     return dataset, info
-
-
-def _groups() -> dict[str, list[int]]:
-    from robustart.evaluation.shape_bias import category_indices
-
-    return dict(category_indices())
 
 
 def _stimuli_folder(root: str | None, cache_dir: Path) -> Path:

@@ -124,6 +124,16 @@ def balanced_indices(labels: list[int], n: int) -> list[int]:
     return sorted(m[(j * len(m)) // q] for m, q in zip(members, shares) for j in range(q))
 
 
+def interpolation_mode(name: str):
+    """torchvision's interpolation mode named ``name`` (``bilinear``, ``bicubic``...); an unknown name is refused."""
+    from torchvision import transforms as T
+
+    modes = {m.value: m for m in T.InterpolationMode}
+    if name not in modes:
+        raise ValueError(f"unknown interpolation {name!r}; one of {sorted(modes)}")
+    return modes[name]
+
+
 def eval_transform(input_size: tuple[int, int, int], crop_pct: float, interpolation: str):
     """The model's evaluation preprocessing: resize the shorter side to ``size / crop_pct``, centre crop."""
     import math
@@ -131,12 +141,8 @@ def eval_transform(input_size: tuple[int, int, int], crop_pct: float, interpolat
     from torchvision import transforms as T
 
     size = input_size[-1]
-    modes = {m.value: m for m in T.InterpolationMode}
-    if interpolation not in modes:
-        raise ValueError(f"unknown interpolation {interpolation!r}; one of {sorted(modes)}")
-    return T.Compose(
-        [T.Resize(math.floor(size / crop_pct), interpolation=modes[interpolation]), T.CenterCrop(size), T.ToTensor()]
-    )
+    mode = interpolation_mode(interpolation)
+    return T.Compose([T.Resize(math.floor(size / crop_pct), interpolation=mode), T.CenterCrop(size), T.ToTensor()])
 
 
 def _data_root(root: str | None, unset_message: str) -> Path:
