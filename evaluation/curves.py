@@ -18,7 +18,7 @@ metric                        x value                             value
 ============================  ==================================  =========================================
 ``robust_acc_vs_eps``         ``eps``: the budget                 share of samples with ``min_eps > eps``,
                                                                   with its Wilson 95% interval
-``robust_acc_vs_steps``       ``severity``: steps taken (0 is the share still correct after that many steps
+``robust_acc_vs_steps``       ``steps``: steps taken (0 is the    share still correct after that many steps
                               attack's starting point); ``eps``:  (Wilson 95% interval)
                               the attack's budget
 ``min_eps_q10`` .. ``_q90``   none (``eps`` is null)              the 10/25/50/75/90% quantile of
@@ -138,14 +138,14 @@ def accuracy_by_step(correct) -> np.ndarray:
 
 
 def steps_rows(noise: str, condition: str, eps: float, correct) -> list[dict]:
-    """``robust_acc_vs_steps`` rows, one per number of steps ``k`` (in ``severity``), from the boolean
+    """``robust_acc_vs_steps`` rows, one per number of steps ``k`` (in ``steps``), from the boolean
     ``(samples, steps + 1)`` array of :func:`accuracy_by_step`."""
     correct = np.asarray(correct, dtype=bool)
     accuracy_by_step(correct)  # checks the shape
     rows = []
     for k in range(correct.shape[1]):
         est = proportion(correct[:, k])
-        rows.append(dict(noise=noise, condition=condition, severity=k, eps=float(eps), metric=STEPS_CURVE,
+        rows.append(dict(noise=noise, condition=condition, severity=None, steps=k, eps=float(eps), metric=STEPS_CURVE,
                          **est._asdict()))  # fmt: skip
     return rows
 

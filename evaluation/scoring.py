@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import pandas as pd
 
+from robustart.evaluation.corruption_metrics import _benchmark_names
 from robustart.evaluation.metrics import summarize
 from robustart.evaluation.noise_rows import metric_rows
 from robustart.evaluation.sequences import sequence_rows
 from robustart.evaluation.shape_bias import DATA as SHAPE_BIAS_DATA
 from robustart.evaluation.shape_bias import shape_bias_rows
 from robustart.evaluation.shift import OOD, shift_rows
+from robustart.evaluation.system import bootstrap_spread
 
 #: data whose corruption errors the published AlexNet ImageNet-C errors normalise (ImageNet-scale data only)
 ALEXNET_NORMALISED = ("imagenet", "imagenet_c")
@@ -33,7 +35,9 @@ def score(predictions: pd.DataFrame, noise, data: str, *, checks=None, frames=No
     baseline = "alexnet" if data in ALEXNET_NORMALISED else None
     # ImageNet-O's own images have no accuracy to speak of: they enter only its detection rows
     accuracy = predictions[predictions["noise"] != OOD]
-    parts = [summarize(accuracy, corruption_baseline=baseline)] if len(predictions) else []
+    parts = (
+        [summarize(accuracy, corruption_baseline=baseline), mean_corruption_rows(accuracy)] if len(predictions) else []
+    )
     parts.append(shift_rows(predictions, data))
     extra = metric_rows(noise, predictions)
     if extra is not None:
@@ -49,3 +53,26 @@ def score(predictions: pd.DataFrame, noise, data: str, *, checks=None, frames=No
     if "category" not in rows:  # only shape bias has per-category rows
         rows["category"] = None
     return rows
+
+
+def mean_corruption_rows(predictions: pd.DataFrame) -> pd.DataFrame:
+    """``mean_acc`` of each noise that has all 15 benchmark corruptions at severities 1-5: the mean accuracy over
+    those 75 conditions, on the images every condition scored, with a 95% percentile-bootstrap interval over images
+    (the conditions share their images, so their accuracies are not independent)."""
+    names = _benchmark_names()
+    cells = predictions[predictions["eps"].isna() & predictions["condition"].isin(names)
+                        & predictions["severity"].isin(range(1, 6))]  # fmt: skip
+    rows = []
+    for noise, group in cells.groupby("noise", sort=False):
+        table = group.pivot_table(index="sample_id", columns=["condition", "severity"], values="correct",
+                                  aggfunc="first")  # fmt: skip
+        if table.shape[1] < 5 * len(names):
+            continue
+        correct = table.dropna().to_numpy(dtype=bool)
+        if not len(correct):
+            continue
+        low, high = bootstrap_spread(correct)["mean"]
+        rows.append(dict(noise=noise, condition=None, severity=None, eps=None, metric="mean_acc",
+                         value=float(correct.mean()), n=len(correct), ci_low=low, ci_high=high))  # fmt: skip
+    return pd.DataFrame(rows, columns=["noise", "condition", "severity", "eps", "metric", "value", "n", "ci_low",
+                                       "ci_high"])  # fmt: skip

@@ -6,12 +6,19 @@ run from these dataclasses before any work starts (:func:`robustart.config.regis
 :func:`robustart.identity.noise_options`). Each noise's factory, next to its implementation, takes one instance of
 its dataclass and registers with ``@register_noise(options=<the dataclass>)`` (:mod:`robustart.noise.factories`).
 The constants the defaults use live here too; the noises' modules import them from here.
+
+The results' protocol columns (``norm``, ``steps``, ``restarts``, ``random_start``, ``targeted``, ``step_size``,
+``param_set``, ``source_model``; see :data:`robustart.store.PROTOCOL_COLUMNS`) are declared here as well: an option
+whose name is a protocol column fills it, ``field(metadata={"protocol": "<column>"})`` maps an option of another
+name onto one, and a class's ``PROTOCOL`` holds what its options do not say (FGSM takes one step; PGD-Linf's norm).
+``step_size: "eps"`` means one step of the whole budget; ``rel_stepsize`` gives ``step_size = rel_stepsize * eps``
+(:func:`robustart.evaluation.protocol.protocol_of`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from robustart.noise.registry import noise_options
 
@@ -21,6 +28,8 @@ LINF_EPS, L2_EPS, L1_EPS = ("0.5/255", "2/255", "8/255"), ("0.5", "2.0", "8.0"),
 SEVERITIES = (1, 2, 3, 4, 5)
 #: the transfer noise's name (and the ``noise`` column of its results)
 TRANSFER = "transfer"
+#: the results' protocol columns that a noise's options fill (see the module's docstring)
+NOISE_PROTOCOL = ("norm", "steps", "restarts", "step_size", "random_start", "targeted", "param_set", "source_model")
 
 
 @noise_options("clean", kind="none")
@@ -37,6 +46,8 @@ class CleanOptions:
 class PgdLinfOptions:
     """PGD-Linf; ``eps`` written as users write them (``"4/255"``)."""
 
+    PROTOCOL: ClassVar[dict[str, Any]] = {"norm": "Linf", "restarts": 1, "targeted": False}
+
     eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
     steps: int = 20
     #: step size as a fraction of eps (RobustART: 3/40)
@@ -51,6 +62,15 @@ class PgdLinfOptions:
 @noise_options("fgsm", kind="adversarial")
 @dataclass
 class FgsmOptions:
+    PROTOCOL: ClassVar[dict[str, Any]] = {
+        "norm": "Linf",
+        "steps": 1,
+        "restarts": 1,
+        "step_size": "eps",
+        "random_start": False,
+        "targeted": False,
+    }
+
     eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
     seed: int = 0
 
@@ -60,6 +80,8 @@ class FgsmOptions:
 class PgdL2Options(PgdLinfOptions):
     """PGD-L2; budgets in L2 units on [0, 1] pixels (the other options as PGD-Linf's)."""
 
+    PROTOCOL: ClassVar[dict[str, Any]] = {"norm": "L2", "restarts": 1, "targeted": False}
+
     eps: list[str] = field(default_factory=lambda: list(L2_EPS))
 
 
@@ -67,6 +89,8 @@ class PgdL2Options(PgdLinfOptions):
 @dataclass
 class MimOptions:
     """MIM, Linf; RobustART's absolute step 0.002 (a string, like the budgets: ``"1/255"`` works too)."""
+
+    PROTOCOL: ClassVar[dict[str, Any]] = {"norm": "Linf", "restarts": 1, "random_start": False, "targeted": False}
 
     eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
     steps: int = 20
@@ -82,6 +106,8 @@ class MimOptions:
 @noise_options("apgd_ce", kind="adversarial")
 @dataclass
 class ApgdCeOptions:
+    PROTOCOL: ClassVar[dict[str, Any]] = {"random_start": True, "targeted": False}
+
     eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
     #: Linf, L2 or L1
     norm: str = "Linf"
@@ -93,6 +119,8 @@ class ApgdCeOptions:
 @noise_options("apgd_l1", kind="adversarial")
 @dataclass
 class ApgdL1Options:
+    PROTOCOL: ClassVar[dict[str, Any]] = {"norm": "L1", "random_start": True, "targeted": False}
+
     eps: list[str] = field(default_factory=lambda: list(L1_EPS))
     steps: int = 100
     restarts: int = 1
@@ -102,6 +130,8 @@ class ApgdL1Options:
 @noise_options("apgd_t", kind="adversarial")
 @dataclass
 class ApgdTOptions:
+    PROTOCOL: ClassVar[dict[str, Any]] = {"restarts": 1, "random_start": True, "targeted": True}
+
     eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
     norm: str = "Linf"
     steps: int = 100
@@ -113,6 +143,8 @@ class ApgdTOptions:
 @noise_options("fab", kind="adversarial")
 @dataclass
 class FabOptions:
+    PROTOCOL: ClassVar[dict[str, Any]] = {"targeted": False}
+
     eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
     norm: str = "Linf"
     steps: int = 100
@@ -123,10 +155,12 @@ class FabOptions:
 @noise_options("square", kind="adversarial")
 @dataclass
 class SquareOptions:
+    PROTOCOL: ClassVar[dict[str, Any]] = {"restarts": 1, "random_start": True, "targeted": False}
+
     eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
     #: Linf or L2
     norm: str = "Linf"
-    queries: int = 5000
+    queries: int = field(default=5000, metadata={"protocol": "steps"})
     seed: int = 0
 
 
@@ -150,6 +184,8 @@ class AutoAttackOptions:
 class WcarOptions:
     """Attacks at shared budgets; ``options`` maps an attack to its own settings, e.g. ``{pgd_linf: {steps: 50}}``."""
 
+    PROTOCOL: ClassVar[dict[str, Any]] = {"norm": "Linf"}
+
     attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd_linf", "mim", "autoattack"])
     eps: list[str] = field(default_factory=lambda: list(LINF_EPS))
     options: dict[str, Any] = field(default_factory=dict)
@@ -165,7 +201,7 @@ class TransferOptions:
 
     #: a zoo model name, or a finished run (its folder, or its id in the results folder) whose model to use; from
     #: Python also the source ``nn.Module`` itself
-    source: str | None = None
+    source: str | None = field(default=None, metadata={"protocol": "source_model"})
     #: a zoo source's weights: ``pretrained`` (``null``), ``random`` or a file; a run source uses the run's own
     source_weights: str | None = None
     source_sha256: str | None = None
@@ -184,6 +220,8 @@ class TransferOptions:
 class CwOptions:
     """Carlini-Wagner L2: no budget; per-sample ``min_eps`` (L2)."""
 
+    PROTOCOL: ClassVar[dict[str, Any]] = {"norm": "L2", "targeted": False}
+
     #: weight of the misclassification term against the distance (torchattacks does no binary search over it)
     c: float = 1.0
     #: the required logit margin
@@ -201,6 +239,8 @@ class CwOptions:
 class DeepFoolOptions:
     """DeepFool: no budget; per-sample ``min_eps`` (L2)."""
 
+    PROTOCOL: ClassVar[dict[str, Any]] = {"norm": "L2", "targeted": False}
+
     steps: int = 50
     overshoot: float = 0.02
     #: ``robust_acc_vs_eps`` grid, as cw's
@@ -213,6 +253,8 @@ class DeepFoolOptions:
 class MinEpsOptions:
     """ARES's per-sample minimal Linf budget of each of ``attacks`` (see
     :func:`~robustart.noise.adversarial.minimal.search_min_eps`)."""
+
+    PROTOCOL: ClassVar[dict[str, Any]] = {"norm": "Linf", "targeted": False}
 
     #: any of ``fgsm``, ``pgd_linf``, ``mim`` (torchattacks); one condition each
     attacks: list[str] = field(default_factory=lambda: ["pgd_linf"])
@@ -244,7 +286,7 @@ class ImagenetCOptions:
     severities: list[int] = field(default_factory=lambda: list(SEVERITIES))
     seed: int = 0
     #: severity parameters: imagenet (224 px), cifar (CIFAR-10-C, 32 px), tiny (64 px) or auto (by image size)
-    params: str = "auto"
+    params: str = field(default="auto", metadata={"protocol": "param_set"})
     #: pass each corrupted image through the released set's uint8 truncation and JPEG quality-85 save, so the
     #: numbers compare with evaluations on the released files
     released_format: bool = False
@@ -266,7 +308,7 @@ class ImagenetPOptions:
     #: ``fp`` / ``t5d`` normalise ``nmfp`` and ``mt5d``
     baseline_run: str | None = None
     #: schedules: imagenet (ImageNet-P), cifar (CIFAR-10-P), tiny (Tiny-ImageNet-P) or auto (by frame size)
-    params: str = "auto"
+    params: str = field(default="auto", metadata={"protocol": "param_set"})
 
 
 # -------------------------------------------------------------------------------------------------- system (system/)

@@ -147,7 +147,10 @@ def create_noise(name: str, **kwargs):
     if entry.factory is None:
         raise ValueError(f"noise {name!r} declares its options but no factory is registered; build it with "
                          "robustart.noise.create_noise, which imports the factories")  # fmt: skip
-    return entry.factory(entry.options(**kwargs))
+    options = entry.options(**kwargs)
+    noise = entry.factory(options)
+    noise.built_with = options  # the results' protocol columns are read from it (robustart.evaluation.protocol)
+    return noise
 
 
 def identity_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,9 @@ line uses (:mod:`robustart.engine`).
 
 With ``results_dir`` the run is written as a command-line run is (tables, manifest, ``done``; resumable and
 readable by ``python -m robustart.compare``), and a second call with the same arguments returns the finished
-run's tables. Without it the run happens in a temporary folder and only the tables come back.
+run's tables. One process at a time evaluates a run there: another waits for it (``if_locked="wait"``) or raises
+(``"exit"``), see :mod:`robustart.locking`. Without it the run happens in a temporary folder and only the tables
+come back.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import torch
 
-from robustart import store
+from robustart import locking, store
 from robustart.errors import UserError
 from robustart.identity import noise_kwargs, stable_hash
 
@@ -31,7 +33,7 @@ log = logging.getLogger("robustart")
 #: options of :func:`evaluate` besides the model's preprocessing (see :func:`robustart.models.wrap_module`)
 EVALUATION_OPTIONS = {"batch_size": 128, "num_workers": 0, "device": "auto", "amp": None, "channels_last": False,
                       "max_samples": None, "seed": 0, "data_name": None, "noise_name": None, "weights": "random",
-                      "cache_dir": None}  # fmt: skip
+                      "cache_dir": None, "if_locked": "wait"}  # fmt: skip
 
 
 @dataclass
@@ -70,7 +72,9 @@ def evaluate(model, data, noise="clean", *, results_dir: str | Path | None = Non
         results_dir: where to write the run (resumable; skipped when finished); ``None``: nowhere.
         **options: ``batch_size`` (128), ``device`` (``auto``), ``max_samples``, ``amp``, ``channels_last``,
             ``num_workers``, ``seed``, ``data_name``, ``noise_name``, ``weights`` (of a zoo name), ``cache_dir``,
-            and the preprocessing options above.
+            ``if_locked`` (``wait``: when another process evaluates the same run in ``results_dir``, wait for it and
+            return its tables, or resume if it died; ``exit``: raise :class:`robustart.locking.RunLocked`, a
+            ``UserError`` naming it), and the preprocessing options above.
 
     Raises:
         UserError: an input that cannot work (unknown noise or option, data the model cannot take, a results
@@ -90,6 +94,7 @@ def evaluate(model, data, noise="clean", *, results_dir: str | Path | None = Non
         raise UserError(f"batch_size must be >= 1, got {opts['batch_size']}")
     if opts["max_samples"] is not None and opts["max_samples"] < 1:
         raise UserError(f"max_samples must be a positive number or None (all), got {opts['max_samples']}")
+    locking.check_if_locked(opts["if_locked"], "if_locked")
     t_start = time.monotonic()
     built_noise, noise_name, noise_identity = build_noises(noise, opts["noise_name"])
     device = resolve_device(str(opts["device"]))
@@ -110,16 +115,14 @@ def evaluate(model, data, noise="clean", *, results_dir: str | Path | None = Non
     }
     run_id = stable_hash(identity)
     folder_name = f"{meta.name}-{noise_name}-{info.name}-{run_id}"
-    temporary = None
+    temporary, lock = None, None
     if results_dir is None:
         temporary = tempfile.TemporaryDirectory(prefix="robustart-")
         run_dir = Path(temporary.name) / folder_name
     else:
         run_dir = Path(results_dir).expanduser() / folder_name
-        if store.is_done(run_dir):
-            log.info("already done: %s", run_dir)
-            metrics, predictions, manifest = store.read_run(run_dir)
-            return Results(metrics, predictions, manifest, run_dir, cached=True)
+        if store.finished(run_dir):
+            return _cached(run_dir)
         store.check_writable(run_dir.parent, "results_dir")
     config = {"api": "robustart.evaluate", "options": {k: str(v) for k, v in opts.items()}, **identity}
     job = engine.Job(
@@ -128,13 +131,28 @@ def evaluate(model, data, noise="clean", *, results_dir: str | Path | None = Non
         num_workers=opts["num_workers"], amp=opts["amp"], channels_last=opts["channels_last"], config=config,
         identity=identity, seeds={"run": opts["seed"], "training": None},
     )  # fmt: skip
+    if temporary is None:
+        lock = locking.acquire(run_dir, run_id, opts["if_locked"])  # one process at a time evaluates a run
+        if store.finished(run_dir, warn=False):  # by the process this one waited for
+            lock.release()
+            return _cached(run_dir)
+        store.unmark_done(run_dir)  # a marker over missing or unreadable tables: the run is redone
     torch.manual_seed(opts["seed"])
     try:
         tables = engine.evaluate(job, t_start=t_start)
     finally:
         if temporary is not None:
             temporary.cleanup()
+        if lock is not None:
+            lock.release()
     return Results(tables.metrics, tables.predictions, tables.manifest, None if temporary else run_dir)
+
+
+def _cached(run_dir: Path) -> Results:
+    """The tables of the finished run in ``run_dir``."""
+    log.info("already done: %s", run_dir)
+    metrics, predictions, manifest = store.read_run(run_dir)
+    return Results(metrics, predictions, manifest, run_dir, cached=True)
 
 
 def build_noises(spec, name: str | None = None):

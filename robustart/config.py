@@ -185,6 +185,9 @@ class EvaluationConfig:
     amp: str | None = None
     #: channels-last memory layout for the model and the inputs (faster convolutions on recent GPUs).
     channels_last: bool = False
+    #: when another process holds the run's lock (``<run>/.lock``): ``wait`` for it, then skip the run if it
+    #: finished or resume it if not, or ``exit`` with status 2 naming the holder (see :mod:`robustart.locking`).
+    if_locked: str = "wait"
 
 
 @dataclass

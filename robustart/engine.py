@@ -52,6 +52,8 @@ class Job:
     identity: dict = field(default_factory=dict)
     seeds: dict = field(default_factory=dict)
     checkpoint: dict | None = None
+    #: the training recipe's label (``baseline_cnn+mixup``), ``none`` for weights robustart did not train here
+    recipe: str = "none"
     notes: list[str] = field(default_factory=list)
     #: metrics of the run that normalises sequence metrics (nmfp, mt5d)
     sequence_baseline: Any = None
@@ -76,6 +78,7 @@ def evaluate(job: Job, timings: dict | None = None, t_start: float | None = None
     from robustart.evaluation.evaluator import CLEAN
     from robustart.evaluation.noise_rows import sample_columns
     from robustart.evaluation.precision import with_precision
+    from robustart.evaluation.protocol import add_protocol
     from robustart.evaluation.scoring import score
     from robustart.evaluation.shift import MaskedOutputs
     from robustart.evaluation.validity import ValidityChecks, norm_of
@@ -135,9 +138,13 @@ def evaluate(job: Job, timings: dict | None = None, t_start: float | None = None
         job.notes.append(msg)
         log.warning(msg)
 
-    run_cols = {"run_id": job.run_id, "model": meta.name, "weights": job.weights}
+    source, weights_id = store.split_weights(job.weights)
+    run_cols = {"run_id": job.run_id, "model": meta.name, "weights": job.weights, "weights_source": source,
+                "weights_id": weights_id}  # fmt: skip
+    protocol = {"noise": job.noise, "recipe": job.recipe, "image_side": meta.input_size[-1]}
     predictions = join_sample_columns(predictions, sample_columns(job.noise)).assign(**run_cols)
     predictions = join_data_columns(predictions, job.data, groups)
+    predictions = add_protocol(predictions, **protocol).assign(data=job.data_name, family=meta.family)
     if frames is not None:
         frames = frames.assign(**run_cols)
     metrics = score(predictions, job.noise, job.data_name, checks=checks, frames=frames,
@@ -145,7 +152,7 @@ def evaluate(job: Job, timings: dict | None = None, t_start: float | None = None
     if checks is not None:
         for line in checks.warnings():
             log.warning("validity check %s", line)
-    metrics = metrics.assign(**run_cols, **model_columns(meta), data=job.data_name)
+    metrics = add_protocol(metrics, **protocol).assign(**run_cols, **model_columns(meta), data=job.data_name)
     timings["total_s"] = time.monotonic() - t_start
     manifest = _manifest(job, conditions, counter.skipped, checks, timings)
     write(job.run_dir, metrics, predictions, manifest, frames)

@@ -27,6 +27,7 @@ from robustart.identity import (
     training_key,
 )
 from robustart.loading import load_data
+from robustart.locking import check_if_locked
 from robustart.model_options import check_model_family, check_model_options
 from robustart.tracking import check_logger
 
@@ -53,6 +54,7 @@ def validate_config(cfg: DictConfig) -> None:
                 walk(node[key], inner[0], f"{path}{key}.")
 
     walk({k: cfg[k] for k in cfg if k != "noise"}, Config, "")
+    check_if_locked(cfg.evaluation.get("if_locked", "wait"))  # wait or exit, before the run's lock is looked at
     check_model_options(cfg.model)  # which options a zoo entry, model=timm and model=custom take
     noise = cfg.noise
     extra = sorted(set(noise) - {"name", "members"}) if "members" in noise else []

@@ -1,11 +1,12 @@
-"""One configured run, as named stages: identity -> skip if done -> plan and validate -> train? -> evaluate ->
-score -> write.
+"""One configured run, as named stages: identity -> skip if done -> lock -> plan and validate -> train? -> evaluate
+-> score -> write -> unlock.
 
 ``run(cfg)`` is the task that ``python -m robustart`` calls; tests call it with a composed config. This module
 and the stages it calls for the config (:mod:`robustart.identity`, :mod:`robustart.plan`,
 :mod:`robustart.loading`, :mod:`robustart.training_stage`) are the only ones that read a Hydra config; the
 evaluation itself is :func:`robustart.engine.evaluate`, on plain values, which :func:`robustart.evaluate` calls
-too. Errors a user can cause are :class:`~robustart.errors.UserError`, found before any work.
+too. Errors a user can cause are :class:`~robustart.errors.UserError`, found before any work. One process at a time
+evaluates a run: the others wait for it or exit (``evaluation.if_locked``, :mod:`robustart.locking`).
 """
 
 from __future__ import annotations
@@ -37,18 +38,60 @@ class RunResult:
 
 
 def run(cfg: DictConfig) -> RunResult:
-    """Run one configured evaluation (training first if ``cfg.training`` is set); skip it if done."""
+    """Run one configured evaluation (training first if ``cfg.training`` is set); skip it if done. The run's lock is
+    held from after the done-check until its tables and ``done`` are written."""
     t_start = time.monotonic()
     validate_config(cfg)
     run_id, run_dir = run_directory(cfg)
-    if store.is_done(run_dir):
-        print(f"already done: {run_dir} (delete its 'done' file to run again)")
-        return RunResult(run_dir, skipped=True)
+    if store.finished(run_dir):
+        return _already_done(run_dir)
     store.check_writable(run_dir.parent, "paths.results_dir")
     world = join_world(cfg)
-    plan = prepare(cfg, run_id, run_dir)
-    plan.world = world
-    return execute(plan, t_start)
+    lock, done_meanwhile = lock_run(run_id, run_dir, cfg.evaluation.get("if_locked", "wait"), world)
+    if done_meanwhile:
+        return _already_done(run_dir)
+    try:
+        plan = prepare(cfg, run_id, run_dir)
+        plan.world = world
+        return execute(plan, t_start)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _already_done(run_dir: Path) -> RunResult:
+    print(f"already done: {run_dir} (delete its 'done' file to run again)")
+    return RunResult(run_dir, skipped=True)
+
+
+def lock_run(run_id: str, run_dir: Path, if_locked: str, world=None):
+    """Take the run's lock (:mod:`robustart.locking`): ``(lock, finished)``, where ``finished`` says that the process
+    this one waited for finished the run (skip it). Under several processes only rank 0 takes it (``lock`` is
+    ``None`` on the others) and shares what it found with them. Raises :class:`~robustart.locking.RunLocked` on every
+    process when another holds the lock and ``if_locked`` is ``exit``."""
+    from robustart import locking
+
+    lock, found = None, "go"
+    if world is None or world.rank == 0:
+        try:
+            lock = locking.acquire(run_dir, run_id, if_locked)
+        except locking.RunLocked as err:
+            found = str(err)
+        else:
+            if store.finished(run_dir, warn=False):  # by the process this one waited for
+                lock.release()
+                lock, found = None, "done"
+            else:
+                store.unmark_done(run_dir)  # a marker over missing or unreadable tables: the run is redone
+    if world is not None:
+        from robustart.training import distributed
+
+        found = distributed.share(found)
+        if found != "go":
+            distributed.shutdown()
+    if found not in ("go", "done"):
+        raise locking.RunLocked(found)
+    return lock, found == "done"
 
 
 def execute(plan: Plan, t_start: float) -> RunResult:
@@ -77,6 +120,7 @@ def execute(plan: Plan, t_start: float) -> RunResult:
         channels_last=cfg.evaluation.channels_last, config=OmegaConf.to_container(cfg, resolve=True),
         identity=identity(cfg), seeds={"run": cfg.seed, "training": cfg.training.seed if cfg.training else None},
         checkpoint=plan.checkpoint, notes=plan.notes, sequence_baseline=plan.baseline, rank=rank, world=size,
+        recipe=recipe_label(cfg.training) if cfg.training is not None else "none",
     )  # fmt: skip
     tables = engine.evaluate(job, timings, t_start)
     if tables is None:  # another process merges and writes

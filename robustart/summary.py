@@ -61,7 +61,7 @@ def _shape_lines(group: pd.DataFrame) -> list[str]:
 
 
 #: robustness curves (:mod:`robustart.evaluation.curves`) and the column holding their x value: one line per curve
-_CURVES = {"robust_acc_vs_eps": "eps", "robust_acc_vs_steps": "severity"}
+_CURVES = {"robust_acc_vs_eps": "eps", "robust_acc_vs_steps": "steps"}
 
 
 def _curve_lines(group: pd.DataFrame) -> list[str]:
@@ -76,7 +76,7 @@ def _curve_lines(group: pd.DataFrame) -> list[str]:
             ends = [f"{100 * r.value:.1f}% at eps {format_eps(r.eps)}" for r in (g.iloc[0], g.iloc[-1])]
             label = ""
         else:
-            ends = [f"{100 * r.value:.1f}% after {int(r.severity)} steps" for r in (g.iloc[0], g.iloc[-1])]
+            ends = [f"{100 * r.value:.1f}% after {int(r.steps)} steps" for r in (g.iloc[0], g.iloc[-1])]
             label = f"eps {format_eps(eps)}: "
         lines.append(f"  {where:<18}{metric:<20} {label}{len(g)} points, {ends[0]} -> {ends[1]}")
     return lines

@@ -44,10 +44,25 @@ def test_end_to_end_writes_results_and_skips_a_finished_run(shared_workspace):
     assert (interval["ci_low"] <= interval["value"]).all() and (interval["value"] <= interval["ci_high"]).all()
     assert len(frame[frame.metric == "acc"]) == 4 * 2 + 3 * 4 and len(frame[frame.metric == "robust_acc"]) == 3
     assert set(frame["family"]) == {"cnn"} and frame["weights"].str.startswith("robustart:").all()
+    assert set(frame["weights_source"]) == {"robustart"} and (frame["weights"].str[10:] == frame["weights_id"]).all()
+    # the protocol: every attack row names its norm, steps and step size; every row its unit and interval method
+    attack = frame[frame.noise == "pgd_linf"]
+    assert set(attack["norm"]) == {"Linf"} and set(attack["steps"]) == {2} and set(attack["restarts"]) == {1}
+    assert (attack["step_size"] == 0.25 * attack["eps"]).all() and attack["random_start"].all()
+    assert set(frame.loc[frame.noise == "imagenet_c", "param_set"]) == {"cifar"}  # auto at 28 px: CIFAR-10-C's
+    assert frame.loc[frame.noise != "pgd_linf", "norm"].isna().all() and set(frame["recipe"]) == {"quickstart"}
+    assert set(frame["unit"]) == {"fraction"} and not frame["ci_method"].isna().any()
+    assert set(frame.loc[frame.metric == "sys_std", "ci_method"]) == {"none"}
+    assert set(frame.loc[frame.metric.isin(["sys_mean", "sys_worst"]), "ci_method"]) == {"bootstrap"}
 
     preds = pq.read_table(run_dir / store.PREDICTIONS_FILE).to_pandas()
     assert len(preds) == 64 * (1 + 3 + 8 + 12)
     assert not preds.duplicated(["noise", "condition", "severity", "eps", "sample_id"]).any()
+    assert set(preds["data"]) == {"fashion_mnist"} and set(preds["family"]) == {"cnn"}
+    assert (
+        set(preds.loc[preds.noise == "pgd_linf", "steps"]) == {2}
+        and preds.loc[preds.noise == "clean", "norm"].isna().all()
+    )
 
     manifest = json.loads((run_dir / store.MANIFEST_FILE).read_text())
     assert manifest["checkpoint"]["sha256"] and manifest["versions"]["torch"] and manifest["versions"]["timm"]

@@ -10,15 +10,18 @@ from functools import cache
 import pytest
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 from robustart import model_zoo, store
 from robustart.model_zoo import nas
+from robustart.noise.natural import BENCHMARK_CORRUPTIONS
 from robustart.run import build_noise, check_training, recipe_label
 from tests.conftest import CONF, compose_config, run_cli, run_dirs
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 #: the studies that sweep; quickstart is a single run
-STUDIES = ["family_comparison", "family_comparison_small", "training_techniques", "nas_robustness", "shape_bias"]
+STUDIES = ["family_comparison", "family_comparison_small", "family_comparison_cifar", "training_techniques",
+           "nas_robustness", "shape_bias"]  # fmt: skip
 
 
 def sweep_params(experiment: str) -> dict[str, str]:
@@ -88,8 +91,9 @@ def test_every_swept_value_composes_to_a_runnable_config(experiment):
         for value in options:
             cfg = compose_config([f"experiment={experiment}", f"{key}={value}"])
             assert cfg.experiment == experiment
-            if key in ("model", "noise"):
-                assert cfg[key].name == value, f"{key}={value} composed {cfg[key].name}"
+            if key in ("model", "noise"):  # the option's own YAML, which may preset a zoo entry (nas_subnet_smallest)
+                declared = OmegaConf.load(CONF / key / f"{value}.yaml").get("name", value)
+                assert cfg[key].name == declared, f"{key}={value} composed {cfg[key].name}"
             check_runnable(cfg)
     jobs = sweep_jobs(experiment)
     assert len(jobs) == math.prod(len(v) for v in values.values())
@@ -191,3 +195,22 @@ def test_family_comparison_small_sweeps_through_the_command_line(workspace):
     # each model trained once, its checkpoint reused by its other noise
     checkpoints = sorted(p.name for p in (cache_dir / "checkpoints").iterdir() if p.is_dir())
     assert [c.split("-")[0] for c in checkpoints] == models
+
+
+def test_family_comparison_cifar_trains_every_family_in_colour_under_one_recipe():
+    values = swept_values("family_comparison_cifar")
+    assert set(values["noise"]) == {"cifar_family", "imagenet_s"}
+    recipes = set()
+    for model in values["model"]:
+        cfg = compose_config(["experiment=family_comparison_cifar", f"model={model}"])
+        meta = model_zoo.get_metadata(cfg.model.name, in_chans=3, img_size=32, subnet=cfg.model.subnet)
+        assert meta.num_classes == 10 and meta.input_size[0] == 3, model
+        assert cfg.data.name == "cifar10" and cfg.model.weights == "random" and cfg.evaluation.max_samples == 1000
+        recipes.add(recipe_label(cfg.training) + repr(sorted(cfg.training.items())))
+    assert len(recipes) == 1  # one aligned recipe for every family
+    assert {family(compose_config([f"model={m}"]).model.name) for m in values["model"]} == set(model_zoo.FAMILIES)
+    assert compose_config(["model=nas_subnet_smallest"]).model.subnet == 0  # the smallest subnet of the space
+    members = compose_config(["experiment=family_comparison_cifar"]).noise.members
+    assert list(members.pgd_linf.eps) == ["2/255", "8/255"] and members.pgd_linf.steps == 10
+    assert sorted(members.imagenet_c.corruptions) == sorted(BENCHMARK_CORRUPTIONS)
+    assert list(members.imagenet_c.severities) == [1, 2, 3, 4, 5] and members.imagenet_c.params == "auto"

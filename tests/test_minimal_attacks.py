@@ -242,7 +242,8 @@ def test_iteration_curve_ends_at_the_runs_robust_accuracy(tiny):
     assert (rows["metric"] == STEPS_CURVE).all()
     summary = summarize(predictions).set_index(["metric", "eps"])["value"]
     for eps, curve in rows.groupby("eps"):
-        assert curve["severity"].tolist() == [0, 1, 2, 3, 4]  # the start, then after each of the 4 steps
+        assert curve["steps"].tolist() == [0, 1, 2, 3, 4]  # the start, then after each of the 4 steps
+        assert curve["severity"].isna().all()  # the x value has its own column
         assert curve["value"].iloc[0] == 0.75  # no random start: the clean images
         assert curve["value"].iloc[-1] == summary[("robust_acc", eps)]
         assert (curve["n"] == 4).all()
@@ -335,6 +336,8 @@ def test_cli_writes_min_eps_and_curve_rows(workspace):
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = next(d for d in run_dirs(results) if "-pgd_linf-" in d.name)
     metrics = pq.read_table(run_dir / store.METRICS_FILE).to_pandas()
-    steps = metrics[metrics["metric"] == STEPS_CURVE].sort_values("severity")
-    assert steps["severity"].tolist() == [0, 1, 2, 3]
+    steps = metrics[metrics["metric"] == STEPS_CURVE].sort_values("steps")
+    assert steps["steps"].tolist() == [0, 1, 2, 3] and steps["severity"].isna().all()
+    robust = metrics[metrics["metric"] == "robust_acc"]
+    assert robust["steps"].tolist() == [3] and robust["norm"].tolist() == ["Linf"]  # the attack's own protocol
     assert steps["value"].iloc[-1] == metrics[metrics["metric"] == "robust_acc"]["value"].item()

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from robustart import store
-from robustart.noise.natural import CORRUPTIONS
+from robustart.noise.natural import BENCHMARK_CORRUPTIONS, CORRUPTIONS
 from robustart.run import run
 from tests.conftest import compose_config, run_dirs, write_photo_folder, write_released_imagenet_c
 
@@ -63,8 +63,11 @@ def test_all_corruptions_on_imagenet_layout_write_the_mce_rows(workspace, tmp_pa
     acc = metrics[metrics.metric == "acc"]
     assert len(acc) == 19 * 5 and set(acc["condition"]) == set(CORRUPTIONS)
     assert len(metrics[metrics.metric == "ce"]) == 19
-    for metric in ("mce", "relative_mce", "mce_unnormalized"):
+    for metric in ("mce", "relative_mce", "mce_unnormalized", "mean_acc"):
         assert len(metrics[metrics.metric == metric]) == 1, metric
+    benchmark = acc[acc.condition.isin(BENCHMARK_CORRUPTIONS)]["value"]
+    assert metrics.loc[metrics.metric == "mean_acc", "value"].item() == pytest.approx(benchmark.mean())
+    assert set(metrics.loc[metrics.metric.isin(["mce", "ce"]), "unit"]) == {"percent"}
 
 
 def test_released_imagenet_c_folder(workspace, tmp_path):

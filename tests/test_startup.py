@@ -50,8 +50,13 @@ composed = sorted(m for m in heavy if m in sys.modules)
 from robustart import store
 from robustart.__main__ import main
 
+import shutil
+
 run_dir = run_directory(cfg)[1]
 run_dir.mkdir(parents=True)
+for name in (store.METRICS_FILE, store.PREDICTIONS_FILE):  # readable tables: a done run without them is redone
+    shutil.copy(sys.argv[4], run_dir / name)  # written by the test (pyarrow writes through pandas)
+(run_dir / store.MANIFEST_FILE).write_text("{}")
 (run_dir / store.DONE_FILE).write_text("done\\n")  # as store.mark_done writes it (which imports torch to write)
 sys.argv = ["robustart", *cases[-1], f"paths.results_dir={results}"]
 main()
@@ -61,8 +66,13 @@ print(json.dumps({"ids": ids, "composed": composed, "skipped": sorted(m for m in
 
 @pytest.mark.cli
 def test_composing_checking_naming_and_skipping_a_run_import_no_torch(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = tmp_path / "table.parquet"
+    pq.write_table(pa.table({"run_id": ["x"]}), table)
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, json.dumps(CASES), str(tmp_path), json.dumps(HEAVY)],
+        [sys.executable, "-c", SCRIPT, json.dumps(CASES), str(tmp_path / "results"), json.dumps(HEAVY), str(table)],
         capture_output=True, text=True, timeout=300, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

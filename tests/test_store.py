@@ -29,6 +29,20 @@ def test_metrics_schema_has_the_contract_columns():
         "ci_high",
     ]
     assert set(contract) <= names
+    protocol = {"norm", "steps", "restarts", "step_size", "random_start", "targeted", "param_set", "source_model",
+                "recipe"}  # fmt: skip
+    assert protocol | {"unit", "ci_method", "weights_source", "weights_id"} <= names
+    assert protocol | {"data", "family", "weights_source", "weights_id"} <= set(store.predictions_schema().names)
+
+
+@pytest.mark.parametrize(
+    ("weights", "split"),
+    [("random", ("random", None)), ("pretrained", ("pretrained", None)), ("robustart:ab12", ("robustart", "ab12")),
+     ("timm:convnext_nano.in12k", ("timm", "convnext_nano.in12k")), ("/w/model.safetensors",
+     ("file", "/w/model.safetensors")), ("C:/w/m.pt", ("file", "C:/w/m.pt"))],
+)  # fmt: skip
+def test_weights_split_into_source_and_id(weights, split):
+    assert store.split_weights(weights) == split
 
 
 def test_write_table_casts_to_schema_and_records_version(tmp_path):
@@ -39,11 +53,12 @@ def test_write_table_casts_to_schema_and_records_version(tmp_path):
             "severity": pd.array([None], dtype="Int64"), "eps": [None], "value": [0.5], "n": [10],
             "ci_low": [0.2], "ci_high": [0.8], "extra": ["dropped"], "category": [None],
             **{name: [None] for name in store.model_columns()},
+            **{name: [None] for name in (*store.PROTOCOL_COLUMNS, "weights_source", "weights_id", "unit", "ci_method")},
         }
     )  # fmt: skip
     store.write_table(frame, store.metrics_schema(), tmp_path / "m.parquet")
     table = pq.read_table(tmp_path / "m.parquet")
-    assert table.schema.metadata[b"robustart_schema_version"] == b"3"
+    assert table.schema.metadata[b"robustart_schema_version"] == str(store.SCHEMA_VERSION).encode()
     assert "extra" not in table.column_names and table.column("severity").null_count == 1
     assert table.column("nas_resolution").type == pa.int64() and table.column("flops").null_count == 1
     with pytest.raises(KeyError):

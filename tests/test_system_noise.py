@@ -275,9 +275,8 @@ def test_imagenet_s_on_a_folder_of_real_jpegs(workspace, tmp_path):
     by_metric = metrics[metrics.noise == "imagenet_s"].set_index("metric")
     assert by_metric.loc["sys_mean", "value"] == pytest.approx(acc.mean())
     assert by_metric.loc["sys_std", "value"] == pytest.approx(np.std(acc.to_numpy()))
-    assert (
-        by_metric.loc["sys_worst", "value"] == acc.min() and acc[by_metric.loc["sys_worst", "condition"]] == acc.min()
-    )
+    # the worst combination's accuracy, an aggregate without a condition of its own (runs whose worst differ compare)
+    assert by_metric.loc["sys_worst", "value"] == acc.min() and pd.isna(by_metric.loc["sys_worst", "condition"])
 
     # PIL with the model's bicubic filter is the model's preprocessing: the same prediction for every image
     clean = preds[preds.noise == "clean"].set_index("sample_id")

@@ -69,6 +69,7 @@ CASES = [
     ([*FAST, "noise.members.pgd_linf.eps=[-2/255]"], ["eps must be a finite number >= 0"]),
     ([*FAST, "evaluation.max_samples=0"], ["max_samples must be a positive number"]),
     ([*FAST, "noise.members.imagenet_c.corruptions=[fogg]"], ["unknown corruption 'fogg'"]),
+    ([*FAST, "evaluation.if_locked=later"], ["evaluation.if_locked='later' is not valid", "wait, exit"]),
     (["noise=pgd_linf", "noise.eps=[-1]"], ["eps must be"]),
     (["noise=imagenet_c", "noise.severities=[7]"], ["severity"]),
     ([*FAST, "logger.name=tensorboard"], ["unknown logger 'tensorboard'"]),

@@ -101,6 +101,18 @@ def barrier() -> None:
         dist.barrier(group=_wait_group)
 
 
+def share(value: Any) -> Any:
+    """Rank 0's ``value`` (any picklable object) on every process, through the gloo group that waits for days, so
+    that the others can wait as long as rank 0 takes to decide (a run lock it waits for); ``value`` in one process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0, group=_wait_group)
+    return box[0]
+
+
 def shutdown() -> None:
     """Leave the process group if one was joined."""
     import torch.distributed as dist

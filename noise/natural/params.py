@@ -148,13 +148,18 @@ TINY_PARAMS: dict[str, tuple] = {
 PARAMETER_SETS: dict[str, dict[str, tuple]] = {"imagenet": IMAGENET_PARAMS, "cifar": CIFAR_PARAMS, "tiny": TINY_PARAMS}
 
 
+def parameter_set_name(name: str, side: int) -> str:
+    """``name``, or for ``auto`` the set made for the nearest image size (``side``: the longer side in px): up to
+    48 px CIFAR-10-C's (32 px), up to 128 px Tiny-ImageNet-C's (64 px), else ImageNet-C's (224 px)."""
+    if name != "auto":
+        return name
+    return "cifar" if side <= 48 else "tiny" if side <= 128 else "imagenet"
+
+
 def parameter_set(name: str, height: int, width: int) -> dict[str, tuple]:
     """The parameter table ``name`` (``imagenet``, ``cifar``, ``tiny``), or with ``auto`` the one made for
-    the nearest image size: up to 48 px CIFAR-10-C's (32 px), up to 128 px Tiny-ImageNet-C's (64 px),
-    else ImageNet-C's (224 px)."""
-    if name == "auto":
-        side = max(height, width)
-        name = "cifar" if side <= 48 else "tiny" if side <= 128 else "imagenet"
+    the nearest image size (:func:`parameter_set_name`)."""
+    name = parameter_set_name(name, max(height, width))
     if name not in PARAMETER_SETS:
         raise ValueError(f"unknown corruption parameter set {name!r}; one of auto, {', '.join(PARAMETER_SETS)}")
     return PARAMETER_SETS[name]
