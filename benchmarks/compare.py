@@ -1,17 +1,20 @@
 """Wall-clock of ``python -m robustart.compare`` over 500 and 2,000 synthetic runs, and how it scales.
 
-The runs are synthetic but schema-true: each is a folder ``<model>-<noise>-<data>-<run_id>/`` with a
+The runs are synthetic but schema-true: each is a folder ``<model>-<recipe>-<data>-<run_id>/`` with a
 ``metrics.parquet`` written by :func:`robustart.store.write_table` under :func:`robustart.store.metrics_schema`,
 a ``manifest.json`` and the ``done`` marker, as ``python -m robustart`` leaves them. The mix follows the
-project's metric vocabulary: clean top-1/top-5; six attacks at eight budgets each (``robust_acc``, ``ar``); a
-worst case over attacks (``wcar``, ``broken_first``); robustness curves over eps and steps; ImageNet-C (19
-corruptions x 5 severities, ``ce``, ``mce``, ``relative_mce``); ImageNet-S (4 decoders x 15 resizers,
-``flip_rate``, ``sys_*``); ImageNet-P (``fp``, ``t5d`` at 3 difficulties, ``mfp``); and, for about one run in
-sixteen, ImageNet-A or -O rows (``top1``, ``calib_rms``, ``aurra``, ``aupr``, ``auroc``, ``fpr95``). Families
-are CNNs, Transformers, MLPs and NAS (published searches, and NAS subnets with their genes, one run in five);
-about one non-subnet run in ten is written in schema version 1 (without the model columns). About 500 rows per
-run, so 2,000 runs hold about 1M metric rows. A few unfinished folders (no ``done``) and a ``.sweeps`` folder
-lie beside them, as after a real sweep.
+project's metric vocabulary, with the protocol columns a real run fills: clean top-1/top-5; six attacks at eight
+budgets each (``robust_acc``, ``ar``; each attack with its norm, steps, restarts, step size and random start); a
+worst case over attacks (``wcar``, ``broken_first``); robustness curves over eps and steps (the step count in
+``steps``); ImageNet-C (19 corruptions x 5 severities with ``param_set``, ``ce``, ``mean_acc``, ``mce``,
+``relative_mce``); ImageNet-S (4 decoders x 15 resizers, ``flip_rate``, ``sys_*``); ImageNet-P (``fp``, ``t5d`` at 3
+difficulties, ``mfp``); and, for about one run in sixteen, ImageNet-A or -O rows (``top1``, ``calib_rms``,
+``aurra``, ``aupr``, ``auroc``, ``fpr95``). Every row has its ``unit`` and ``ci_method``, every run its training
+``recipe`` (ten), so the tidy table keeps each (model, recipe) apart and each budget and protocol its own row.
+Families are CNNs, Transformers, MLPs and NAS (published searches, and NAS subnets with their genes, one run in
+five); about one non-subnet run in ten is written in schema version 1 (without the model and protocol columns).
+About 500 rows per run, so 2,000 runs hold about 1M metric rows. A few unfinished folders (no ``done``) and a
+``.sweeps`` folder lie beside them, as after a real sweep.
 
 Each timing is one subprocess, from start to exit, so interpreter start-up and imports count:
 
@@ -125,15 +128,40 @@ def wilson(p: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, n
     return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
 
 
+#: (steps, step size as a share of the budget, random start) of each attack, as its options would write them
+ATTACK_PROTOCOL = {
+    "pgd_linf": (10, 0.25, True),
+    "apgd_ce": (100, 2.0, False),
+    "mim": (10, 0.1, False),
+    "square": (5000, None, False),
+    "fgsm": (1, 1.0, False),
+    "pgd_l2": (10, 0.25, True),
+}
+PROTOCOL = ("norm", "steps", "restarts", "step_size", "random_start", "targeted", "param_set", "source_model")
+PERCENT, SCORE = {"ce", "mce", "relative_mce", "mce_unnormalized"}, {"mfp", "nmfp", "mt5d"}
+BOOTSTRAP = {"mean_acc", "sys_mean", "sys_worst"}
+
+
+def attack_protocol(attack: str, eps: float) -> dict:
+    """The protocol columns of an attack's rows at ``eps``."""
+    steps, share, random_start = ATTACK_PROTOCOL[attack]
+    norm = "L2" if attack.endswith("l2") else "Linf"
+    return dict(norm=norm, steps=steps, restarts=1, step_size=share * eps if share else None,
+                random_start=random_start, targeted=False)  # fmt: skip
+
+
 class _Rows:
-    """Column lists of one run's metric rows."""
+    """Column lists of one run's metric rows (protocol columns null unless given)."""
 
     def __init__(self):
-        self.cols = {k: [] for k in ("noise", "metric", "condition", "severity", "eps", "value", "interval")}
+        keys = ("noise", "metric", "condition", "severity", "eps", "value", "interval", *PROTOCOL)
+        self.cols = {k: [] for k in keys}
 
-    def add(self, noise, metric, condition, value, severity=None, eps=None, interval=True):
+    def add(self, noise, metric, condition, value, severity=None, eps=None, interval=True, **protocol):
         for key, v in zip(self.cols, (noise, metric, condition, severity, eps, value, interval)):
             self.cols[key].append(v)
+        for key in PROTOCOL:
+            self.cols[key].append(protocol.get(key))
 
 
 def run_rows(rng: np.random.Generator, clean: float, robust: float, data: str) -> _Rows:
@@ -157,34 +185,38 @@ def run_rows(rng: np.random.Generator, clean: float, robust: float, data: str) -
         for eps in budgets:
             acc = clean * float(np.exp(-eps / (scale * (0.15 + 2 * robust)))) + jitter(0.005)
             acc = min(max(acc, 0.0), clean)
-            rows.add(attack, "robust_acc", attack, acc, eps=eps)
-            rows.add(attack, "ar", attack, min(acc / clean, 1.0), eps=eps)
+            protocol = attack_protocol(attack, eps)
+            rows.add(attack, "robust_acc", attack, acc, eps=eps, **protocol)
+            rows.add(attack, "ar", attack, min(acc / clean, 1.0), eps=eps, **protocol)
     for eps in EPS_LINF[2::2]:
         acc = clean * float(np.exp(-eps / (3 / 255 * (0.15 + 2 * robust))))
         for metric, v in (("robust_acc", acc), ("ar", acc / clean), ("wcar", acc / clean)):
-            rows.add("wcar", metric, "wcar", min(max(v, 0.0), 1.0), eps=eps)
+            rows.add("wcar", metric, "wcar", min(max(v, 0.0), 1.0), eps=eps, norm="Linf")
         for share, attack in zip(rng.dirichlet([4, 2, 1, 1]), ("apgd-ce", "apgd-t", "fab-t", "square")):
-            rows.add("wcar", "broken_first", attack, float(share) * (1 - acc / clean), eps=eps)
+            rows.add("wcar", "broken_first", attack, float(share) * (1 - acc / clean), eps=eps, norm="Linf")
     for eps in np.linspace(0, 16 / 255, 20):
         acc = clean * float(np.exp(-eps / (4 / 255 * (0.15 + 2 * robust))))
-        rows.add("pgd_linf", "robust_acc_vs_eps", "pgd_linf", acc, eps=float(eps))
+        rows.add("pgd_linf", "robust_acc_vs_eps", "pgd_linf", acc, eps=float(eps), **attack_protocol("pgd_linf", eps))
     for eps in EPS_LINF[1::2]:
         for steps in range(1, 21):
             acc = clean * float(np.exp(-eps * (1 - 0.6**steps) / (4 / 255 * (0.15 + 2 * robust))))
-            rows.add("pgd_linf", "robust_acc_vs_steps", "pgd_linf", acc, severity=steps, eps=eps)
-    errors = []
+            protocol = {**attack_protocol("pgd_linf", eps), "steps": steps}
+            rows.add("pgd_linf", "robust_acc_vs_steps", "pgd_linf", acc, eps=eps, **protocol)
+    errors, all_accs = [], []
     for c in CORRUPTIONS:
         hardness = rng.uniform(0.03, 0.12)
         accs = [min(max(clean - hardness * s * (1.3 - robust) + jitter(), 0.0), 1.0) for s in range(1, 6)]
         for s, acc in enumerate(accs, start=1):
-            rows.add("imagenet_c", "acc", c, acc, severity=s)
+            rows.add("imagenet_c", "acc", c, acc, severity=s, param_set="imagenet")
+            all_accs.append(acc)
         errors.append(sum(1 - a for a in accs))
         if len(errors) <= 15:
-            rows.add("imagenet_c", "ce", c, 100 * errors[-1] / 4.0, interval=False)
+            rows.add("imagenet_c", "ce", c, 100 * errors[-1] / 4.0, interval=False, param_set="imagenet")
     mce = 100 * float(np.mean(errors[:15])) / 4.0
-    rows.add("imagenet_c", "mce", None, mce, interval=False)
-    rows.add("imagenet_c", "relative_mce", None, mce * 1.1, interval=False)
-    rows.add("imagenet_c", "mce_unnormalized", None, mce / 100 * 4.0 / 5, interval=False)
+    rows.add("imagenet_c", "mean_acc", None, float(np.mean(all_accs[:75])), param_set="imagenet")
+    rows.add("imagenet_c", "mce", None, mce, interval=False, param_set="imagenet")
+    rows.add("imagenet_c", "relative_mce", None, mce * 1.1, interval=False, param_set="imagenet")
+    rows.add("imagenet_c", "mce_unnormalized", None, mce / 100 * 4.0 / 5, interval=False, param_set="imagenet")
     accs = []
     for d in DECODERS:
         for r in RESIZERS:
@@ -214,18 +246,26 @@ def _run_frame(rng, model, recipe: str, seed: int, data: str, subnet: int | None
     robust = float(np.clip(robust + {"transformer": 0.08, "mlp": 0.02}.get(family, 0) + rng.normal(0, 0.05), 0, 1))
     clean_acc = clean - (0.08 if robust > 0.6 else 0) + float(rng.normal(0, 0.01))
     rows = run_rows(rng, clean_acc, robust, data)
-    frame = pd.DataFrame(rows.cols)
+    frame = pd.DataFrame(rows.cols).assign(category=None)
     n = 7_500 if data == "imagenet_a" else 2_000 if data == "imagenet_o" else 50_000
     value = frame["value"].to_numpy(float)
     low, high = wilson(np.clip(value, 0, 1), np.full(len(frame), n, float))
     frame["ci_low"] = np.where(frame["interval"], low, np.nan)
     frame["ci_high"] = np.where(frame["interval"], high, np.nan)
+    metric = frame["metric"]
+    frame["unit"] = np.where(metric.isin(PERCENT), "percent", np.where(metric == "broken_first", "count",
+                             np.where(metric.isin(SCORE), "score", "fraction")))  # fmt: skip
+    frame["ci_method"] = np.where(~frame["interval"], "none", np.where(metric.isin(BOOTSTRAP), "bootstrap", "wilson"))
     run_id = f"{rng.integers(16**10):010x}"
+    weights_id = f"{rng.integers(16**12):012x}"
     frame = frame.drop(columns="interval").assign(
         run_id=run_id,
         model=name,
         family=family,
-        weights=f"robustart:{rng.integers(16**12):012x}",
+        weights=f"robustart:{weights_id}",
+        weights_source="robustart",
+        weights_id=weights_id,
+        recipe=recipe,
         params=params,
         flops=mflops * 1_000_000,
         input_size=size,
@@ -234,8 +274,11 @@ def _run_frame(rng, model, recipe: str, seed: int, data: str, subnet: int | None
         n=n,
         **{f"nas_{k}": genes.get(k) for k in _gene_names()},
     )
-    frame["severity"] = frame["severity"].astype("Int64")
-    frame["subnet"] = frame["subnet"].astype("Int64")
+    for col in ("severity", "subnet", "steps", "restarts"):
+        frame[col] = frame[col].astype("Int64")
+    frame["step_size"] = frame["step_size"].astype(float)
+    for col in ("random_start", "targeted"):
+        frame[col] = frame[col].astype("boolean")
     for col in store.model_columns():
         frame[col] = frame[col].astype("Int64")
     return frame
@@ -248,13 +291,16 @@ def _gene_names() -> tuple[str, ...]:
 
 
 def v1_schema():
-    """The metrics schema as version 1 wrote it: without :func:`robustart.store.model_columns`."""
+    """The metrics schema as version 1 wrote it: without :func:`robustart.store.model_columns`, the shape-bias
+    category and what schema 4 added (protocol columns, ``unit``, ``ci_method``, the split weights)."""
     import pyarrow as pa
 
     from robustart import store
 
     schema = store.metrics_schema()
-    fields = [f for f in schema if f.name not in set(store.model_columns())]
+    lacking = {*store.model_columns(), "category", *store.PROTOCOL_COLUMNS, "unit", "ci_method", "weights_source",
+               "weights_id"}  # fmt: skip
+    fields = [f for f in schema if f.name not in lacking]
     return pa.schema(fields, metadata={**schema.metadata, b"robustart_schema_version": b"1"})
 
 

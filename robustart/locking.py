@@ -109,7 +109,9 @@ class RunLock:
         try:
             if _same_file(fd, self.path):
                 self.path.unlink()  # while still held: a waiter then finds its file gone and starts over
-        except OSError:
+                # a run that failed before any work (a user error found while planning) leaves no empty folder
+                self.path.parent.rmdir()
+        except OSError:  # the folder holds the run's files (or a waiter's new lock): it stays
             pass
         finally:
             os.close(fd)  # lets go of the lock
@@ -126,10 +128,10 @@ def acquire(run_dir: Path | str, run_id: str, if_locked: str = "wait") -> RunLoc
     who it is (``wait``), or raise :class:`RunLocked` naming it (``exit``)."""
     check_if_locked(if_locked)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_FILE
     told = False
     while True:
+        run_dir.mkdir(parents=True, exist_ok=True)  # again after a holder that failed early removed its folder
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:

@@ -1,11 +1,14 @@
 """The HTML report of :mod:`robustart.compare`: tables and matplotlib plots in one self-contained file.
 
 Plots are drawn with matplotlib's Agg backend and embedded as base64 PNG, the style is inline: the file needs no
-network, no other file and no script. Per data set (the three with the most runs) the report shows:
+network, no other file and no script. The report opens with the leaderboard of each data set
+(:mod:`robustart.compare_board`) and the measures it had to leave out, then the definitions and, per data set, the
+wide table (:mod:`robustart.compare_views`). Per data set (the three with the most runs) it then shows:
 
 - accuracy against the attack budget (``robust_acc`` over ``eps``), a panel per attack;
 - accuracy against the severity (``acc`` over ``severity``), a segment per corruption and one for their mean;
-- strip plots of every measure: each model a point, in columns by family, with each family's median;
+- strip plots of every measure, each at one protocol (its label names it): each model a point, in columns by
+  family, with each family's median;
 - clean against robust accuracy, a point per model coloured by family;
 - for NAS subnets, their genes (input resolution, total kernel size, last-stage depth) and FLOPs against
   the first robust measure, with Spearman's rho (and clean top-1's); without subnet rows the report says so.
@@ -26,6 +29,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from robustart.compare_views import wide_views
 from robustart.comparison import DEFINITIONS, summary_line
 from robustart.report_figures import (
     _attack_figure,
@@ -52,6 +56,7 @@ table.compare td.name { text-align: left; font-family: monospace; }
 .ci { color: #777; font-size: 0.85em; } .rank { color: #333; font-size: 0.85em; white-space: nowrap; }
 figure.plot { margin: 1em 0; } figure.plot img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #555; } .note { background: #fff8e1; padding: 0.5em; }
+table.leaderboard td.nc { color: #a15c00; font-size: 0.85em; } table.leaderboard { font-size: 0.95em; }
 """
 
 
@@ -69,16 +74,16 @@ def render(c) -> str:
         f"<p>{_e(summary_line(c))}; grouped by <code>{_e('+'.join(c.by))}</code>; measures "
         f"{', '.join(f'<code>{_e(m.label)}</code>' for m in c.measures)}. Written {_e(time.strftime('%Y-%m-%d %H:%M'))}"
         ".</p>",
-        "<h2>How to read</h2><ul>",
-        *(f"<li>{_e(d)}</li>" for d in DEFINITIONS),
-        "</ul>",
     ]
+    parts += _boards_html(c)
+    parts += ["<h2>How to read</h2><ul>", *(f"<li>{_e(d)}</li>" for d in DEFINITIONS), "</ul>"]
     if c.notes:
         parts += ['<div class="note"><b>Notes</b><ul>', *(f"<li>{_e(n)}</li>" for n in c.notes), "</ul></div>"]
-    data_sets = c.data_sets
-    for i, data in enumerate(data_sets):
+    views = {v.data: v for v in wide_views(c)}
+    for i, data in enumerate(c.data_sets):
         parts.append(f'<h2 id="data-{_e(data)}">Data: {_e(data)}</h2>')
-        parts.append(_table_html(c, data))
+        if data in views:
+            parts.append(_table_html(c, views[data]))
         if i < MAX_PLOT_DATA:
             parts.append(_plots_html(c, data))
         else:
@@ -94,39 +99,82 @@ def _e(text) -> str:
 # ------------------------------------------------------------------------------------------------------ tables
 
 
-def _table_html(c, data: str) -> str:
-    """The groups of one data set, best first on the first measure, capped at :data:`MAX_HTML_ROWS`."""
-    part = c.table[c.table["data"] == data]
-    info = c.groups[c.groups["data"] == data]
-    family, runs = dict(zip(info["group"], info["family"])), dict(zip(info["group"], info["runs"]))
-    present = set(part["measure"].unique())
-    measures = [m for m in c.measures if m.label in present]
-    groups = list(dict.fromkeys(part["group"]))
-    cells = {(r.group, r.measure): r for r in part.itertuples(index=False)}
-    with_family = "family" not in c.by
-    head = ["#", "+".join(c.by), *(["family"] if with_family else []), "runs", *(m.heading for m in measures)]
-    rows = [f"<tr>{''.join(f'<th>{_e(h)}</th>' for h in head)}</tr>"]
-    for k, g in enumerate(groups[:MAX_HTML_ROWS], start=1):
-        tds = [f"<td>{k}</td>", f'<td class="name">{_e(g)}</td>']
-        tds += [f"<td>{_e(family[g])}</td>"] if with_family else []
-        tds.append(f"<td>{runs[g]}</td>")
-        for m in measures:
-            r = cells.get((g, m.label))
+def _boards_html(c) -> list[str]:
+    """Each data set's leaderboard (one table, a row per entry), and what it had to leave out or withhold."""
+    parts = []
+    for data in c.data_sets:
+        board = c.boards.get(data)
+        if board is None or not board.columns:
+            continue
+        header = ["#", "+".join(c.by), "family", "runs", *(col.title for col in board.columns)]
+        head = "".join(f"<th>{_e(h)}</th>" for h in header)
+        rows = [_board_row(board, k, entry) for k, entry in enumerate(board.entries, start=1)]
+        parts.append(f'<h2 id="leaderboard-{_e(data)}">Leaderboard: {_e(data)}</h2>')
+        robust = f"Robust accuracy at {_e(board.budget)} under the strongest attack; " if board.title != data else ""
+        parts.append(
+            f"<p>{robust}each cell: value, [95% interval], rank [best, worst] consistent with the intervals; n/c: "
+            "measured under another protocol (see below).</p>"
+        )
+        body = "".join(rows[:MAX_HTML_ROWS])
+        parts.append(f'<table class="compare leaderboard" data-data="{_e(data)}"><tr>{head}</tr>{body}</table>')
+        if len(rows) > MAX_HTML_ROWS:
+            parts.append(f"<p>The first {MAX_HTML_ROWS} of {len(rows)} entries; compare.md holds them all.</p>")
+        if board.notes:
+            parts += ['<ul class="note">', *(f"<li>{_e(n)}</li>" for n in board.notes), "</ul>"]
+    return parts
+
+
+def _board_row(board, k: int, entry: str) -> str:
+    """One leaderboard row: its entry and, per column, the value with its interval and rank interval, the reason
+    it is withheld, or —."""
+    family, runs = board.info[entry]
+    tds = [f"<td>{k}</td>", f'<td class="name">{_e(entry)}</td>', f"<td>{_e(family)}</td>", f"<td>{runs}</td>"]
+    for col in board.columns:
+        cell, m = col.cells.get(entry), col.measure
+        if cell is None:
+            tds.append("<td>—</td>")
+        elif isinstance(cell, str):
+            tds.append(f'<td class="nc">{_e(cell)}</td>')
+        else:
+            ci = (
+                ""
+                if np.isnan(cell.ci_low)
+                else f' <span class="ci">[{m.show(cell.ci_low)}, {m.show(cell.ci_high)}]</span>'
+            )
+            rank = f'<br><span class="rank">rank [{cell.rank_best}, {cell.rank_worst}]</span>'
+            tds.append(f"<td>{m.show(cell.value)}{ci}{rank}</td>")
+    return f"<tr>{''.join(tds)}</tr>"
+
+
+def _table_html(c, view) -> str:
+    """The wide table of one data set (a column per measure and protocol), capped at :data:`MAX_HTML_ROWS`."""
+    rows = [f"<tr><th>#</th>{''.join(f'<th>{_e(h)}</th>' for h in view.header)}</tr>"]
+    for k, (entry, family, runs, cells) in enumerate(view.rows[:MAX_HTML_ROWS], start=1):
+        tds = [f"<td>{k}</td>", f'<td class="name">{_e(entry)}</td>']
+        tds += [f"<td>{_e(family)}</td>"] if view.with_family else []
+        tds.append(f"<td>{runs}</td>")
+        for (m, _, _), r in zip(view.columns, cells):
             if r is None:
                 tds.append("<td>—</td>")
                 continue
-            ci = "" if np.isnan(r.ci_low) else f' <span class="ci">[{m.show(r.ci_low)}, {m.show(r.ci_high)}]</span>'
-            rank = f'<br><span class="rank">#{r.rank} ({r.rank_best}–{r.rank_worst})</span>'
-            tds.append(f"<td>{m.show(r.value)}{ci}{rank}</td>")
+            ci = (
+                ""
+                if np.isnan(r["ci_low"])
+                else f' <span class="ci">[{m.show(r["ci_low"])}, {m.show(r["ci_high"])}]</span>'
+            )
+            rank = f'<br><span class="rank">#{r["rank"]} ({r["rank_best"]}–{r["rank_worst"]})</span>'
+            tds.append(f"<td>{m.show(r['value'])}{ci}{rank}</td>")
         rows.append(f"<tr>{''.join(tds)}</tr>")
     more = ""
-    if len(groups) > MAX_HTML_ROWS:
-        more = f"<p>The {MAX_HTML_ROWS} best of {len(groups)} groups; <code>compare.csv</code> holds them all.</p>"
+    if len(view.rows) > MAX_HTML_ROWS:
+        more = f"<p>The {MAX_HTML_ROWS} best of {len(view.rows)} groups; <code>compare.csv</code> holds them all.</p>"
+    left = "".join(f"<li>{_e(n)}</li>" for n in view.left_out)
     caption = (
-        "<p>Each cell: value, [95% interval], #rank (best–worst rank consistent with the intervals). "
-        "Ordered by the first measure.</p>"
+        "<p>Each cell: value, [95% interval], #rank (best–worst rank consistent with the intervals), a column per "
+        "measure and protocol. Ordered by the first column.</p>"
     )
-    return f'{caption}<table class="compare" data-data="{_e(data)}">{"".join(rows)}</table>{more}'
+    table = f'<table class="compare" data-data="{_e(view.data)}">{"".join(rows)}</table>' if view.columns else ""
+    return f"{caption}{table}{more}" + (f'<ul class="note">{left}</ul>' if left else "")
 
 
 # ------------------------------------------------------------------------------------------------------- plots
@@ -143,22 +191,22 @@ def _plots_html(c, data: str) -> str:
                         "No corruption rows (<code>acc</code> with a severity): no accuracy-vs-severity plot."),
     ]  # fmt: skip
 
-    models = c.models[c.models["data"] == data].merge(
-        c.model_info[c.model_info["data"] == data][["group", "family"]], on="group", how="left"
-    )
-    present = set(models["measure"].unique())
-    measures = [m for m in c.measures if m.label in present][:MAX_STRIP_PANELS]
-    if measures:
+    models = c.models[c.models["data"] == data]
+    panels = c.panels.get(data, [])
+    measured = {m.label for m in c.measures}
+    shown = [p for p in panels if p.label.split("@")[0] in measured][:MAX_STRIP_PANELS]
+    if shown:
         out.append(
             _figure(
                 f"strip-{data}",
-                _strip_figure(models, measures),
-                "Every model a point, in columns by family; the bar is the family's median.",
+                _strip_figure(models, shown),
+                "Every model a point, in columns by family; the bar is the family's median. Each measure at one "
+                "protocol (the label names it: the one measured for the most models).",
             )
         )
-    clean = next((m for m in c.plot_measures if m.metric == "top1" and m.noise == "clean"), None)
-    robust = [m for m in c.measures if m.metric not in ("top1", "top5") and m.label in present]
-    if clean is not None and clean.label in present and robust:
+    clean = next((p for p in panels if p.metric == "top1" and p.noise == "clean"), None)
+    robust = [p for p in shown if p.metric not in ("top1", "top5")]
+    if clean is not None and robust:
         out.append(
             _figure(
                 f"scatter-{data}",
@@ -173,12 +221,8 @@ def _plots_html(c, data: str) -> str:
     info = c.model_info[c.model_info["data"] == data]
     subnets = info[info["subnet"].notna()] if "subnet" in info else info.iloc[:0]
     if len(subnets):
-        target = (robust or [m for m in c.measures if m.label in present])[:1]
-        figure = (
-            _nas_figure(models, subnets, target[0], clean if clean is not None and clean.label in present else None)
-            if target
-            else None
-        )
+        target = (robust or shown)[:1]
+        figure = _nas_figure(models, subnets, target[0], clean) if target else None
         if figure is None:
             out.append(f"<p>{len(subnets)} NAS subnet(s), but no gene varies or no measure to plot against.</p>")
         else:
@@ -197,14 +241,14 @@ def _plots_html(c, data: str) -> str:
 
 def _shape_bias_html(c, data: str) -> list[str]:
     """The shape-bias plot of each noise condition of cue-conflict runs (none for other data)."""
-    from robustart.evaluation.shape_bias import HUMAN_SHAPE_BIAS
-
     rows = c.shape_categories[c.shape_categories["data"] == data] if len(c.shape_categories) else None
     if rows is None or not len(rows):
         return []
+    from robustart.evaluation.shape_bias import HUMAN_SHAPE_BIAS  # imports the evaluation package: only when needed
+
     out = []
     for (noise, condition), part in rows.groupby(["noise", "condition"], sort=False):
-        measure = next((m for m in c.plot_measures if m.metric == "shape_bias" and m.noise == noise), None)
+        measure = next((m for m in c.panels.get(data, []) if m.metric == "shape_bias" and m.noise == noise), None)
         models = c.models[(c.models["data"] == data) & (c.models["measure"] == getattr(measure, "label", None))]
         where = noise if condition == noise else f"{noise}: {condition}"
         caption = (

@@ -53,12 +53,10 @@ def _new_figure(panels: int, columns: int, size=(3.4, 2.6), legend: bool = False
 
 
 def _panels(frame: pd.DataFrame, limit: int) -> list[tuple[str, pd.DataFrame]]:
-    """``(title, rows)`` per (noise, condition), those with the most groups first, at most ``limit``."""
-    keyed = frame.assign(
-        _panel=np.where(
-            frame["condition"] == frame["noise"], frame["noise"], frame["noise"] + ": " + frame["condition"]
-        )
-    )
+    """``(title, rows)`` per (noise, condition), those with the most groups first, at most ``limit``; a condition
+    named after its noise (``pgd_linf (Linf steps=10)``) is the title by itself."""
+    own = np.array([c.startswith(n) for c, n in zip(frame["condition"], frame["noise"])], dtype=bool)
+    keyed = frame.assign(_panel=np.where(own, frame["condition"], frame["noise"] + ": " + frame["condition"]))
     counts = keyed.groupby("_panel", sort=False)["group"].nunique().sort_values(ascending=False, kind="stable")
     return [(name, keyed[keyed["_panel"] == name]) for name in counts.index[:limit]]
 

@@ -27,29 +27,38 @@ from tests.conftest import FAST, REPO, compose_config, render_in_chromium
 
 GENES = [c for c in store.model_columns() if c.startswith("nas_")]
 EPS = [0.5 / 255, 2 / 255, 8 / 255]
+#: what schema 4 added to metrics.parquet: the protocol columns, the unit and interval method, the split weights
+V4_COLUMNS = {*store.PROTOCOL_COLUMNS, "unit", "ci_method", "weights_source", "weights_id"}
 
 
-def _row(noise, metric, condition, k=None, n=200, value=None, severity=None, eps=None) -> dict:
-    """A metric row: a proportion ``k / n`` with its Wilson interval, or a ``value`` without one."""
+def _row(noise, metric, condition, k=None, n=200, value=None, severity=None, eps=None, **protocol) -> dict:
+    """A metric row: a proportion ``k / n`` with its Wilson interval, or a ``value`` without one; ``protocol``:
+    the protocol columns a real run fills (norm, steps, param_set...)."""
     if k is not None:
         low, high = wilson_interval(k, n)
         value = k / n
     else:
         low = high = math.nan
     return dict(noise=noise, metric=metric, condition=condition, severity=severity, eps=eps, value=value, n=n,
-                ci_low=low, ci_high=high)  # fmt: skip
+                ci_low=low, ci_high=high, ci_method="wilson" if k is not None else "none", **protocol)  # fmt: skip
 
 
-def metric_rows(top1: int, robust: list[int], corrupt: list[int], n: int = 200) -> list[dict]:
-    """A quickstart-like run: clean top-1/top-5, PGD-Linf at three budgets, two corruptions at severities 1 and
-    5, and system noise summaries (``sys_std`` has no interval). Counts are correct samples out of ``n``."""
+def pgd(steps: int = 10, eps: float = 8 / 255, **extra) -> dict:
+    """The protocol columns of a PGD-Linf row at ``eps`` (step size eps / 4, one restart, random start)."""
+    return dict(norm="Linf", steps=steps, restarts=1, step_size=eps / 4, random_start=True, targeted=False, **extra)
+
+
+def metric_rows(top1: int, robust: list[int], corrupt: list[int], n: int = 200, steps: int = 10) -> list[dict]:
+    """A quickstart-like run: clean top-1/top-5, PGD-Linf (``steps``) at three budgets, two corruptions at
+    severities 1 and 5, and system noise summaries (``sys_std`` has no interval). Counts are correct samples out
+    of ``n``."""
     rows = [_row("clean", "top1", "clean", top1, n), _row("clean", "top5", "clean", min(top1 + 30, n), n)]
     for eps, k in zip(EPS, robust):
-        rows += [_row("pgd_linf", "robust_acc", "pgd_linf", k, n, eps=eps), _row("pgd_linf", "ar", "pgd_linf",
-                 min(k, top1), top1, eps=eps)]  # fmt: skip
+        rows += [_row("pgd_linf", "robust_acc", "pgd_linf", k, n, eps=eps, **pgd(steps, eps)),
+                 _row("pgd_linf", "ar", "pgd_linf", min(k, top1), top1, eps=eps, **pgd(steps, eps))]  # fmt: skip
     for (corruption, severity), k in zip([("gaussian_noise", 1), ("gaussian_noise", 5), ("contrast", 1),
                                           ("contrast", 5)], corrupt):  # fmt: skip
-        rows.append(_row("imagenet_c", "acc", corruption, k, n, severity=severity))
+        rows.append(_row("imagenet_c", "acc", corruption, k, n, severity=severity, param_set="cifar"))
     rows += [_row("imagenet_s", "sys_mean", None, top1 - 10, n), _row("imagenet_s", "sys_std", None, value=0.03, n=n)]
     return rows
 
@@ -65,28 +74,40 @@ def write_run(
     done=True,
     data="fashion_mnist",
     run_id=None,
+    recipe="none",
+    input_size=28,
+    weights="robustart:0123456789ab",
 ):
-    """A run folder ``<model>-quickstart-<data>-<id>`` holding ``rows`` as metrics.parquet (schema ``version``
-    1 leaves out the model columns, as it did), a manifest and, with ``done``, the marker."""
-    run_id = run_id or f"{abs(hash((model, subnet, len(rows), str(rows[0]['value'])))) % 16**10:010x}"
+    """A run folder ``<model>-quickstart-<data>-<id>`` holding ``rows`` as metrics.parquet, a manifest and, with
+    ``done``, the marker. Older schema ``version``s leave out what they lacked: 1 the model columns, 1-2 the
+    shape-bias category, 1-3 the protocol columns, ``unit``, ``ci_method`` and the split weights."""
+    run_id = run_id or f"{abs(hash((model, subnet, recipe, len(rows), str(rows[0]['value'])))) % 16**10:010x}"
     genes = {}
     if subnet is not None:
         from robustart.model_zoo import nas
 
         genes = nas.decode(subnet).as_dict(28)
     frame = pd.DataFrame(rows)
-    if "category" not in frame:  # only shape bias has per-category rows
-        frame["category"] = None
+    for column in ["category", *store.PROTOCOL_COLUMNS, "ci_method"]:
+        if column not in frame:
+            frame[column] = None
+    if "unit" not in frame:
+        frame["unit"] = ["percent" if m in ("ce", "mce", "relative_mce", "mce_unnormalized") else "fraction"
+                         for m in frame["metric"]]  # fmt: skip
+    source, weights_id = store.split_weights(weights)
     frame = frame.assign(
-        run_id=run_id, model=model, family=family, weights="robustart:0123456789ab", params=100_000,
-        flops=10_000_000 + (subnet or 0) % 1000, input_size=28, subnet=subnet, data=data,
-        **{c: genes.get(c.removeprefix("nas_")) for c in GENES},
+        run_id=run_id, model=model, family=family, weights=weights, weights_source=source,
+        weights_id=weights_id, params=100_000, flops=10_000_000 + (subnet or 0) % 1000, input_size=input_size,
+        subnet=subnet, data=data, recipe=recipe, **{c: genes.get(c.removeprefix("nas_")) for c in GENES},
     )  # fmt: skip
-    for column in ["severity", "subnet", *store.model_columns()]:
+    for column in ["severity", "subnet", "steps", "restarts", *store.model_columns()]:
         frame[column] = frame[column].astype("Int64")
+    for column in ("random_start", "targeted"):
+        frame[column] = frame[column].astype("boolean")
+    frame["step_size"] = frame["step_size"].astype(float)
     schema = store.metrics_schema()
-    # what older schema versions lacked: 1 the model columns, 2 (and 1) the shape-bias category
-    lacking = {1: {*store.model_columns(), "category"}, 2: {"category"}}.get(version, set())
+    lacking = {1: {*store.model_columns(), "category", *V4_COLUMNS}, 2: {"category", *V4_COLUMNS},
+               3: V4_COLUMNS}.get(version, set())  # fmt: skip
     if lacking:
         schema = pa.schema([f for f in schema if f.name not in lacking],
                            metadata={b"robustart_schema_version": str(version).encode()})  # fmt: skip
@@ -138,31 +159,49 @@ def test_cli_end_to_end_with_a_real_run(real_run, tmp_path):
     proc = run_compare(results)
     assert proc.returncode == 0, proc.stderr
     assert "6 finished runs" in proc.stdout and "1 unfinished folder(s) ignored" in proc.stdout
-    assert "data fashion_mnist: 5 groups" in proc.stdout
-    for heading in ("top1 %", "robust_acc %", "ar %", "imagenet_c:acc %", "sys_mean %"):
-        assert heading in proc.stdout  # the default measures the runs hold
+    assert "data fashion_mnist: 5 groups" in proc.stdout and "leaderboard fashion_mnist" in proc.stdout
+    for heading in ("top1 %", "robust_acc@8/255 steps=10 %", "robust_acc@8/255 steps=2 %", "ar@2/255 steps=10 %",
+                    "sys_mean %"):  # fmt: skip
+        assert heading in proc.stdout  # the default measures the runs hold, a column per budget and step count
+    # ImageNet-C's corruption x severity cells are too many for the table: said, and never averaged
+    assert "imagenet_c:acc on fashion_mnist: 8 protocols" in proc.stdout
     for name in compare.OUTPUT_FILES:
         assert (results / name).is_file()
     assert not list(results.glob(".*.tmp"))
 
     table = pd.read_csv(results / "compare.csv")
-    assert sorted(table["group"]) == ["cifar_resnet18", "small_cnn", "small_mixer", "small_resnet", "small_vit"]
-    real = table.set_index("group").loc["small_cnn"]
+    assert list(table.columns[:5]) == ["data", "measure", "model", "family", "noise"]
+    assert list(table.columns[-7:]) == ["runs", "value", "ci_low", "ci_high", "rank", "rank_best", "rank_worst"]
+    assert sorted(table["model"].unique()) == ["cifar_resnet18", "small_cnn", "small_mixer", "small_resnet",
+                                               "small_vit"]  # fmt: skip
+    real = table[table["model"] == "small_cnn"]
     metrics = pq.read_table(real_run / store.METRICS_FILE).to_pandas()
     clean = metrics[metrics["metric"] == "top1"].iloc[0]
-    assert real["top1"] == pytest.approx(clean["value"]) and real["top1_ci_low"] == pytest.approx(clean["ci_low"])
-    robust = metrics[metrics["metric"] == "robust_acc"]
-    assert real["robust_acc"] == pytest.approx(robust["value"].mean())  # a run's value: the mean of its rows
-    vit = table.set_index("group").loc["small_vit"]
-    assert vit["runs"] == 2 and vit["top1"] == pytest.approx((150 + 154) / 400)
-    assert table["top1_rank"].tolist() == sorted(table["top1_rank"])  # best first
+    top1 = real[real["measure"] == "top1"].iloc[0]
+    assert top1["value"] == pytest.approx(clean["value"]) and top1["ci_low"] == pytest.approx(clean["ci_low"])
+    # each budget its own row with the run's own value and interval: never a mean over budgets
+    robust = metrics[metrics["metric"] == "robust_acc"].sort_values("eps")
+    rows = real[real["measure"] == "robust_acc"].sort_values("eps")
+    assert rows["eps"].tolist() == pytest.approx(robust["eps"].tolist()) and (rows["runs"] == 1).all()
+    assert rows["value"].tolist() == pytest.approx(robust["value"].tolist())
+    assert rows["ci_high"].tolist() == pytest.approx(robust["ci_high"].tolist())
+    assert rows["steps"].tolist() == robust["steps"].tolist() and set(rows["norm"]) == {"Linf"}
+    vit = table[(table["model"] == "small_vit") & (table["measure"] == "top1")].iloc[0]
+    assert vit["runs"] == 2 and vit["value"] == pytest.approx((150 + 154) / 400)
+    top = table[table["measure"] == "top1"]
+    assert top["rank"].tolist() == sorted(top["rank"])  # best first
     assert set(table["family"]) == {"cnn", "transformer", "mlp"}
 
     markdown = (results / "compare.md").read_text()
+    assert markdown.index("## Leaderboard: fashion_mnist") < markdown.index("## data: fashion_mnist")
+    assert "| # | model | family | runs | clean top-1 % | robust acc. % @8/255 Linf (pgd_linf steps=10" in markdown
+    # the real run was attacked with 2 PGD steps, the others with 10: its leaderboard cell is withheld, and said
+    assert "n/c: pgd_linf steps=2" in markdown and "withheld for small_cnn" in markdown
     assert "| model | family | runs | top1 % |" in markdown and "small_mixer" in markdown
     assert "rank interval" in markdown
     report = (results / "report.html").read_text()
-    assert report.count('<table class="compare"') == 1
+    assert report.count('<table class="compare"') == 1 and report.count('<table class="compare leaderboard"') == 1
+    assert report.index("Leaderboard: fashion_mnist") < report.index("How to read")
     assert {"attack-fashion_mnist", "corruption-fashion_mnist", "strip-fashion_mnist", "scatter-fashion_mnist"} <= set(
         re.findall(r'data-plot="([^"]+)"', report)
     )
@@ -195,7 +234,7 @@ def test_old_schema_files_read_with_missing_columns_as_null(tmp_path):
 
     assert compare.main([str(results), "--by", "family", "--out", str(tmp_path / "out")]) == 0
     table = pd.read_csv(tmp_path / "out" / "compare.csv")
-    assert sorted(table["group"]) == ["cnn", "nas", "transformer"]
+    assert sorted(table["family"].unique()) == ["cnn", "nas", "transformer"]
 
 
 def test_group_by_family_means_runs_and_combines_intervals(tmp_path):
@@ -204,7 +243,7 @@ def test_group_by_family_means_runs_and_combines_intervals(tmp_path):
     c = compare.compare(results, by=["family"], metrics=["top1", "sys_std"])
     assert [m.label for m in c.measures] == ["top1", "sys_std"]
     top1 = c.table[c.table["measure"] == "top1"].set_index("group")
-    assert top1["runs"].to_dict() == {"cnn": 2, "transformer": 2, "mlp": 1}
+    assert top1["runs"].to_dict() == {"cnn": 2, "transformer": 2, "mlp": 1}  # same protocol: replicates pool
     assert top1.loc["cnn", "value"] == pytest.approx((170 + 176) / 400)
     # two runs: mean +- 1.96 sqrt(var(v) / 2 + (s1^2 + s2^2) / 4), s_i the runs' standard errors
     v = np.array([170, 176]) / 200
@@ -255,8 +294,9 @@ def test_rank_intervals_from_stored_wilson_intervals(tmp_path):
     assert wilson_interval(180, 200) == pytest.approx((0.851, 0.935), abs=1e-3)
     assert wilson_interval(150, 200) == pytest.approx((0.686, 0.805), abs=1e-3)
     assert compare.main([str(results), "--metrics", "top1"]) == 0
-    table = pd.read_csv(results / "compare.csv").set_index("group")
-    ranks = table[["top1_rank", "top1_rank_best", "top1_rank_worst"]].T.to_dict("list")
+    table = pd.read_csv(results / "compare.csv").set_index("model")
+    assert set(table["measure"]) == {"top1"}
+    ranks = table[["rank", "rank_best", "rank_worst"]].T.to_dict("list")
     # a and b overlap (0.902 > 0.851), b and c do not (0.805 < 0.806), c and d overlap
     assert ranks == {"a": [1, 1, 2], "b": [2, 1, 2], "c": [3, 3, 4], "d": [4, 3, 4]}
     assert "#2 (1-2)" in (results / "compare.md").read_text()
@@ -331,4 +371,6 @@ def test_report_renders_every_table_and_plot_in_chromium(tmp_path):
     plots = ["attack", "corruption", "strip", "scatter", "nas"]
     assert result["plots"] == [f"{p}-fashion_mnist" for p in plots]
     assert result["images"] == len(plots) and result["decoded"] == len(plots)
-    assert result["tables"] == 1 and result["rows"] == 1 + 7  # the header, 4 models and 3 subnets
+    # the leaderboard and the data set's table, each a header and 4 models and 3 subnets
+    assert result["tables"] == 2 and result["rows"] == 2 * (1 + 7)
+    assert report.index('<table class="compare leaderboard"') < report.index('<table class="compare" ')

@@ -105,11 +105,11 @@ def test_min_eps_rows_encode_the_budget_in_eps_and_the_quantile_in_the_name():
     assert quantiles["ci_low"].isna().all()
 
 
-def test_steps_rows_put_the_step_count_in_severity():
+def test_steps_rows_put_the_step_count_in_steps():
     correct = np.array([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]], dtype=bool)
     np.testing.assert_array_equal(curves.accuracy_by_step(correct), [0.75, 0.5, 0.25, 0.25])
     rows = pd.DataFrame(curves.steps_rows("pgd_linf", "pgd_linf", 8 / 255, correct))
-    assert rows["severity"].tolist() == [0, 1, 2, 3]
+    assert rows["steps"].tolist() == [0, 1, 2, 3] and rows["severity"].isna().all()  # its own axis column
     assert rows["value"].tolist() == [0.75, 0.5, 0.25, 0.25]
     assert (rows["metric"] == curves.STEPS_CURVE).all() and (rows["eps"] == 8 / 255).all()
     assert (rows["n"] == 4).all() and rows["ci_high"].notna().all()

@@ -18,6 +18,8 @@ import torch
 from robustart import compare, cue_conflict, store
 from robustart.errors import UserError
 from robustart.evaluation import shape_bias
+from robustart.evaluation.protocol import add_protocol
+from robustart.noise import create_noise
 from robustart.run import run
 from tests.conftest import REPO, compose_config, render_in_chromium, run_dirs
 
@@ -278,9 +280,11 @@ def test_a_run_writes_per_sample_categories_and_the_metric_rows(tmp_path, worksp
 def write_shape_run(results: Path, model: str, family: str, records) -> Path:
     """A finished run folder whose metrics are the shape-bias rows of hand-made ``(shape, texture, decision)``
     predictions (the scoring's own rows, written as the engine writes them)."""
-    frame = shape_bias.shape_bias_rows(_predictions(records)).assign(
-        run_id=model, model=model, family=family, weights="random", params=1, data="cue_conflict",
-        **dict.fromkeys(store.model_columns()),
+    rows = add_protocol(shape_bias.shape_bias_rows(_predictions(records)), create_noise("clean"), recipe="none",
+                        image_side=224)  # fmt: skip
+    frame = rows.assign(
+        run_id=model, model=model, family=family, weights="random", weights_source="random", weights_id=None,
+        params=1, data="cue_conflict", **dict.fromkeys(store.model_columns()),
     )  # fmt: skip
     for column in ["severity", *store.model_columns()]:
         frame[column] = frame[column].astype("Int64")
