@@ -104,3 +104,18 @@ def test_no_module_over_500_lines():
     lines = {str(p.relative_to(REPO)): len(p.read_text().splitlines()) for p in _modules().values()}
     over = {path: n for path, n in sorted(lines.items()) if n > MAX_LINES}
     assert not over, f"modules over {MAX_LINES} lines (split them): {over}"
+
+
+def test_tests_mirror_the_packages_and_share_helpers_through_conftest():
+    """Test files sit in the folder of the package they test; what two of them share lives in tests/conftest.py."""
+    tests = REPO / "tests"
+    folders = {p.parent.name for p in tests.rglob("test_*.py") if p.parent != tests}
+    assert folders <= {"robustart", *PILLARS}, folders
+    assert sorted(p.name for p in tests.glob("test_*.py")) == ["test_layout.py"]  # the repository as a whole
+    imports = []
+    for path in tests.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            module = (node.module or "") if isinstance(node, ast.ImportFrom) else ""
+            if module.startswith("tests.") and module.rsplit(".", 1)[-1].startswith("test_"):
+                imports.append(f"{path.relative_to(tests)} imports {module}")
+    assert not imports, imports

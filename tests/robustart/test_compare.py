@@ -12,130 +12,25 @@ import math
 import re
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from robustart import compare, store
 from robustart.evaluation.metrics import wilson_interval
 from robustart.run import run
-from tests.conftest import FAST, REPO, compose_config, render_in_chromium
-
-GENES = [c for c in store.model_columns() if c.startswith("nas_")]
-EPS = [0.5 / 255, 2 / 255, 8 / 255]
-#: what schema 4 added to metrics.parquet: the protocol columns, the unit and interval method, the split weights
-V4_COLUMNS = {*store.PROTOCOL_COLUMNS, "unit", "ci_method", "weights_source", "weights_id"}
-
-
-def _row(noise, metric, condition, k=None, n=200, value=None, severity=None, eps=None, **protocol) -> dict:
-    """A metric row: a proportion ``k / n`` with its Wilson interval, or a ``value`` without one; ``protocol``:
-    the protocol columns a real run fills (norm, steps, param_set...)."""
-    if k is not None:
-        low, high = wilson_interval(k, n)
-        value = k / n
-    else:
-        low = high = math.nan
-    return dict(noise=noise, metric=metric, condition=condition, severity=severity, eps=eps, value=value, n=n,
-                ci_low=low, ci_high=high, ci_method="wilson" if k is not None else "none", **protocol)  # fmt: skip
-
-
-def pgd(steps: int = 10, eps: float = 8 / 255, **extra) -> dict:
-    """The protocol columns of a PGD-Linf row at ``eps`` (step size eps / 4, one restart, random start)."""
-    return dict(norm="Linf", steps=steps, restarts=1, step_size=eps / 4, random_start=True, targeted=False, **extra)
-
-
-def metric_rows(top1: int, robust: list[int], corrupt: list[int], n: int = 200, steps: int = 10) -> list[dict]:
-    """A quickstart-like run: clean top-1/top-5, PGD-Linf (``steps``) at three budgets, two corruptions at
-    severities 1 and 5, and system noise summaries (``sys_std`` has no interval). Counts are correct samples out
-    of ``n``."""
-    rows = [_row("clean", "top1", "clean", top1, n), _row("clean", "top5", "clean", min(top1 + 30, n), n)]
-    for eps, k in zip(EPS, robust):
-        rows += [_row("pgd_linf", "robust_acc", "pgd_linf", k, n, eps=eps, **pgd(steps, eps)),
-                 _row("pgd_linf", "ar", "pgd_linf", min(k, top1), top1, eps=eps, **pgd(steps, eps))]  # fmt: skip
-    for (corruption, severity), k in zip([("gaussian_noise", 1), ("gaussian_noise", 5), ("contrast", 1),
-                                          ("contrast", 5)], corrupt):  # fmt: skip
-        rows.append(_row("imagenet_c", "acc", corruption, k, n, severity=severity, param_set="cifar"))
-    rows += [_row("imagenet_s", "sys_mean", None, top1 - 10, n), _row("imagenet_s", "sys_std", None, value=0.03, n=n)]
-    return rows
-
-
-def write_run(
-    results,
-    model,
-    family,
-    rows,
-    *,
-    subnet=None,
-    version=store.SCHEMA_VERSION,
-    done=True,
-    data="fashion_mnist",
-    run_id=None,
-    recipe="none",
-    input_size=28,
-    weights="robustart:0123456789ab",
-):
-    """A run folder ``<model>-quickstart-<data>-<id>`` holding ``rows`` as metrics.parquet, a manifest and, with
-    ``done``, the marker. Older schema ``version``s leave out what they lacked: 1 the model columns, 1-2 the
-    shape-bias category, 1-3 the protocol columns, ``unit``, ``ci_method`` and the split weights."""
-    run_id = run_id or f"{abs(hash((model, subnet, recipe, len(rows), str(rows[0]['value'])))) % 16**10:010x}"
-    genes = {}
-    if subnet is not None:
-        from robustart.model_zoo import nas
-
-        genes = nas.decode(subnet).as_dict(28)
-    frame = pd.DataFrame(rows)
-    for column in ["category", *store.PROTOCOL_COLUMNS, "ci_method"]:
-        if column not in frame:
-            frame[column] = None
-    if "unit" not in frame:
-        frame["unit"] = ["percent" if m in ("ce", "mce", "relative_mce", "mce_unnormalized") else "fraction"
-                         for m in frame["metric"]]  # fmt: skip
-    source, weights_id = store.split_weights(weights)
-    frame = frame.assign(
-        run_id=run_id, model=model, family=family, weights=weights, weights_source=source,
-        weights_id=weights_id, params=100_000, flops=10_000_000 + (subnet or 0) % 1000, input_size=input_size,
-        subnet=subnet, data=data, recipe=recipe, **{c: genes.get(c.removeprefix("nas_")) for c in GENES},
-    )  # fmt: skip
-    for column in ["severity", "subnet", "steps", "restarts", *store.model_columns()]:
-        frame[column] = frame[column].astype("Int64")
-    for column in ("random_start", "targeted"):
-        frame[column] = frame[column].astype("boolean")
-    frame["step_size"] = frame["step_size"].astype(float)
-    schema = store.metrics_schema()
-    lacking = {1: {*store.model_columns(), "category", *V4_COLUMNS}, 2: {"category", *V4_COLUMNS},
-               3: V4_COLUMNS}.get(version, set())  # fmt: skip
-    if lacking:
-        schema = pa.schema([f for f in schema if f.name not in lacking],
-                           metadata={b"robustart_schema_version": str(version).encode()})  # fmt: skip
-    folder = results / f"{model}-quickstart-{data}-{run_id}"
-    folder.mkdir(parents=True)
-    store.write_table(frame, schema, folder / store.METRICS_FILE)
-    store.write_json({"schema_version": version, "run_id": run_id}, folder / store.MANIFEST_FILE)
-    if done:
-        store.mark_done(folder)
-    return folder
-
-
-def zoo_of_runs(results, subnets: bool = False):
-    """Runs of three families (two CNNs, a ViT twice, a Mixer), and with ``subnets`` three NAS subnets."""
-    write_run(results, "small_resnet", "cnn", metric_rows(170, [160, 120, 40], [160, 120, 150, 60]))
-    write_run(results, "cifar_resnet18", "cnn", metric_rows(176, [170, 130, 30], [170, 100, 160, 50]))
-    write_run(results, "small_vit", "transformer", metric_rows(150, [145, 130, 90], [148, 130, 140, 100]))
-    write_run(results, "small_vit", "transformer", metric_rows(154, [150, 128, 80], [150, 128, 140, 96]))
-    write_run(results, "small_mixer", "mlp", metric_rows(140, [130, 110, 70], [138, 110, 130, 90]))
-    if subnets:
-        for i, subnet in enumerate((0, 56440825, 1377495071)):
-            write_run(results, "nas_subnet", "nas", metric_rows(150 + 5 * i, [140, 100 + 10 * i, 30 + 15 * i],
-                      [150, 110, 140, 70 + 5 * i]), subnet=subnet)  # fmt: skip
-
-
-def run_compare(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "robustart.compare", *map(str, args)], capture_output=True,
-                          text=True, cwd=REPO, timeout=300)  # fmt: skip
+from tests.conftest import (
+    FAST,
+    assert_compare_error,
+    compose_config,
+    metric_rows,
+    render_in_chromium,
+    run_compare,
+    write_run,
+    zoo_of_runs,
+)
 
 
 @pytest.fixture(scope="module")
@@ -305,16 +200,9 @@ def test_rank_intervals_from_stored_wilson_intervals(tmp_path):
 # ----------------------------------------------------------------------------------------------------- errors
 
 
-def _assert_user_error(proc, fragment: str) -> None:
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], proc.stderr
-
-
 @pytest.mark.cli
 def test_bad_input_exits_2_with_one_message_and_no_output(tmp_path, capsys):
-    _assert_user_error(run_compare(tmp_path / "nowhere"), "does not exist")
+    assert_compare_error(run_compare(tmp_path / "nowhere"), "does not exist")
 
     results = tmp_path / "results"
     write_run(results, "small_vit", "transformer", metric_rows(150, [145, 130, 90], [148, 130, 140, 100]), done=False)
@@ -331,10 +219,10 @@ def test_bad_input_exits_2_with_one_message_and_no_output(tmp_path, capsys):
             argv += ["--metrics", "top1,top3"]
         code = compare.main([*argv, "--out", str(out)])
         captured = capsys.readouterr()
-        _assert_user_error(subprocess.CompletedProcess(argv, code, captured.out, captured.err), fragment)
+        assert_compare_error(subprocess.CompletedProcess(argv, code, captured.out, captured.err), fragment)
         assert not out.exists()
     proc = run_compare(tmp_path / "zoo", "--metrics", "x")
-    _assert_user_error(proc, "the runs hold acc, ar, robust_acc, sys_mean, sys_std, top1, top5")
+    assert_compare_error(proc, "the runs hold acc, ar, robust_acc, sys_mean, sys_std, top1, top5")
 
 
 def test_outputs_are_all_or_nothing(tmp_path, monkeypatch):

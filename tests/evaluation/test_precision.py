@@ -8,8 +8,7 @@ import torch
 from robustart import model_zoo
 from robustart.evaluation.precision import Precision, amp_dtype, check_precision, with_precision
 from robustart.run import UserError, identity, run
-from tests.conftest import compose_config
-from tests.test_real_models import cifar10_samples
+from tests.conftest import cifar10_samples, compose_config
 
 
 def test_amp_values():

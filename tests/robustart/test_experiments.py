@@ -8,46 +8,18 @@ import math
 from functools import cache
 
 import pytest
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from robustart import model_zoo, store
 from robustart.model_zoo import nas
 from robustart.noise.natural import BENCHMARK_CORRUPTIONS
 from robustart.run import build_noise, check_training, recipe_label
-from tests.conftest import CONF, compose_config, run_cli, run_dirs
+from tests.conftest import CONF, compose_config, run_cli, run_dirs, sweep_jobs, sweep_params, swept_values
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 #: the studies that sweep; quickstart is a single run
 STUDIES = ["family_comparison", "family_comparison_small", "family_comparison_cifar", "training_techniques",
            "nas_robustness", "shape_bias"]  # fmt: skip
-
-
-def sweep_params(experiment: str) -> dict[str, str]:
-    cfg = compose_config([f"experiment={experiment}"], return_hydra_config=True)
-    return dict(cfg.hydra.sweeper.params or {})
-
-
-def swept_values(experiment: str) -> dict[str, list[str]]:
-    """``{key: [value, ...]}`` as Hydra's basic sweeper expands ``hydra.sweeper.params``."""
-    overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in sweep_params(experiment).items()])
-    values = {}
-    for override in overrides:
-        assert override.is_discrete_sweep() or not override.is_sweep_override(), override.input_line
-        key = override.get_key_element()
-        if override.is_sweep_override():
-            values[key] = list(override.sweep_string_iterator())
-        else:
-            values[key] = [override.get_value_element_as_str()]
-    return values
-
-
-def sweep_jobs(experiment: str, cli: tuple[str, ...] = ()) -> list[list[str]]:
-    """The jobs ``python -m robustart -m experiment=NAME CLI...`` launches, each as its list of overrides."""
-    lines = [f"{k}={v}" for k, v in sweep_params(experiment).items()] + [f"experiment={experiment}", *cli]
-    [batch] = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(lines), None)
-    return batch
 
 
 @cache

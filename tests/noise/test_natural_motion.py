@@ -22,33 +22,15 @@ from robustart.noise.natural.motion import (
 )
 from robustart.noise.natural.params import IMAGENET_PARAMS
 from robustart.noise.seeding import SampleRNG
+from tests.conftest import fit_photo
+
+# torch single-threaded: on a shared 2-core runner a second intra-op thread mostly waits for a busy core
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ref = pytest.importorskip("imagecorruptions.corruptions")
 imagecorruptions = pytest.importorskip("imagecorruptions")
 
 ANGLES = (-40.0, -7.5, 0.0, 30.0, 45.0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Run torch single-threaded here: on a shared 2-core runner a second intra-op thread mostly waits for a
-    busy core (several times slower), and the comparisons are per image anyway."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _fit(photo: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Centre crop to the aspect ratio ``h : w``, then resize to ``h x w`` (uint8 RGB)."""
-    from PIL import Image
-
-    ph, pw = photo.shape[:2]
-    scale = min(ph / h, pw / w)
-    ch, cw = round(h * scale), round(w * scale)
-    top, left = (ph - ch) // 2, (pw - cw) // 2
-    crop = Image.fromarray(photo[top : top + ch, left : left + cw])
-    return np.asarray(crop.resize((w, h), Image.BILINEAR)).copy()
 
 
 @functools.lru_cache(maxsize=1)
@@ -57,10 +39,10 @@ def _photos() -> dict[str, np.ndarray]:
     from skimage import data
 
     return {
-        "astronaut": _fit(data.astronaut(), 224, 224),
-        "coffee": _fit(data.coffee(), 224, 224),
-        "chelsea": _fit(data.chelsea(), 224, 224),
-        "chelsea_160x200": _fit(data.chelsea(), 160, 200),
+        "astronaut": fit_photo(data.astronaut(), 224, 224),
+        "coffee": fit_photo(data.coffee(), 224, 224),
+        "chelsea": fit_photo(data.chelsea(), 224, 224),
+        "chelsea_160x200": fit_photo(data.chelsea(), 160, 200),
     }
 
 
@@ -109,7 +91,7 @@ def test_motion_blur_matches_reference_at_same_angle(photo, severity):
 
 def test_motion_blur_drops_taps_beyond_a_small_image():
     # radius 20 reaches 40 px: beyond a 32 px side the reference stops summing (without renormalising)
-    img = _fit(_photos()["coffee"], 40, 32)
+    img = fit_photo(_photos()["coffee"], 40, 32)
     angles = (-45.0, 0.0, 20.0)
     assert np.abs(motion_blur_kernel_offsets(20, 15, 0.0)[2]).max() >= img.shape[1]  # some taps are dropped
     ours = _to_255(apply_motion_blur(_to_batch(np.stack([img] * 3)), 20, 15, torch.tensor(angles), quantize=False))

@@ -1,4 +1,4 @@
-"""A throwaway one-node Slurm cluster on localhost, for the integration tests in tests/test_slurm.py.
+"""A throwaway one-node Slurm cluster on localhost, for the integration tests in tests/robustart/test_slurm.py.
 
 :class:`LocalSlurm` writes a munge key and a ``slurm.conf`` into a folder of its own, starts ``munged``,
 ``slurmctld`` and ``slurmd`` from that folder (state, spool, pid and log files all inside it, ports picked

@@ -1,7 +1,7 @@
 """Sweeps on a real (one-node, localhost) Slurm cluster through hydra-submitit-launcher.
 
 Needs root and Debian's slurm-wlm and munge (``make system-deps``); skipped elsewhere. The cluster is
-started once for this module (tests/slurm_cluster.py) and stopped when the module's tests are done,
+started once for this module (tests/robustart/slurm_cluster.py) and stopped when the module's tests are done,
 pass or fail. Run with ``python -m pytest -m slurm``.
 """
 
@@ -16,7 +16,7 @@ import pytest
 
 from robustart import store
 from tests.conftest import run_cli, run_dirs
-from tests.slurm_cluster import PARTITION, LocalSlurm, free_port, missing_requirements
+from tests.robustart.slurm_cluster import PARTITION, LocalSlurm, free_port, missing_requirements
 
 # a real cluster and real runs, about 70 s on 2 cores: heavy enough for the slow set too
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

@@ -2,8 +2,8 @@
 :func:`robustart.compare.table` (one row per group x measure x protocol; runs pool only as true replicates), old
 schema versions read with nulls, unreadable runs skipped and counted, and the leaderboard at the standard budget.
 
-Results folders are written with :func:`robustart.store.write_table` through ``tests/test_compare.py``'s
-helpers, their protocol columns filled as a real run fills them.
+Results folders are written with :func:`robustart.store.write_table` through the helpers of
+``tests/conftest.py``, their protocol columns filled as a real run fills them.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ import pytest
 
 from robustart import compare, store
 from robustart.evaluation.metrics import wilson_interval
-from tests.test_compare import _assert_user_error, _row, metric_rows, pgd, run_compare, write_run, zoo_of_runs
+from tests.conftest import assert_compare_error, metric_row, metric_rows, pgd, run_compare, write_run, zoo_of_runs
 
 
 def _pgd_run(results, model, steps, counts, *, run_id=None, recipe="none", noise="pgd_linf", **kw):
     """A run of ``model``: clean top-1 and one attack (``noise``) with ``steps`` at 2/255 and 8/255."""
-    rows = [_row("clean", "top1", "clean", 180)]
+    rows = [metric_row("clean", "top1", "clean", 180)]
     for eps, k in zip((2 / 255, 8 / 255), counts):
-        rows.append(_row(noise, "robust_acc", noise, k, eps=eps, **pgd(steps, eps)))
+        rows.append(metric_row(noise, "robust_acc", noise, k, eps=eps, **pgd(steps, eps)))
     return write_run(results, model, "cnn", rows, run_id=run_id, recipe=recipe, **kw)
 
 
@@ -99,7 +99,7 @@ def test_one_measurement_repeated_by_several_runs_counts_once(tmp_path):
 def test_old_schema_runs_compare_with_nulls(tmp_path):
     results = tmp_path / "results"
     rows = metric_rows(160, [150, 120, 60], [150, 110, 140, 70])
-    curve = [_row("pgd_linf", "robust_acc_vs_steps", "pgd_linf", 100, eps=8 / 255, severity=s) for s in (1, 5)]
+    curve = [metric_row("pgd_linf", "robust_acc_vs_steps", "pgd_linf", 100, eps=8 / 255, severity=s) for s in (1, 5)]
     for version, model in ((1, "alexnet"), (2, "vgg"), (3, "resnet")):
         folder = write_run(results, model, "cnn", rows + (curve if version == 3 else []), version=version)
         assert "steps" not in pq.read_schema(folder / store.METRICS_FILE).names
@@ -180,7 +180,7 @@ def test_only_unreadable_runs_exit_2_with_one_message(tmp_path):
     two = write_run(results, "b", "cnn", metric_rows(101, [90, 80, 70], [1, 2, 3, 4]))
     (two / store.METRICS_FILE).unlink()
     proc = run_compare(results, "--out", tmp_path / "out")
-    _assert_user_error(proc, "no readable run in")
+    assert_compare_error(proc, "no readable run in")
     assert "2 finished run(s) could not be read" in proc.stderr and "metrics.parquet is missing" in proc.stderr
     assert not (tmp_path / "out").exists()
 
@@ -191,19 +191,19 @@ def test_only_unreadable_runs_exit_2_with_one_message(tmp_path):
 def _board_run(results, model, top1, pgd_k, aa_k, mean_acc, sys_std, *, steps=10, data="cifar10", input_size=32):
     """A CIFAR run: clean top-1, PGD-Linf and AutoAttack at 8/255 (``aa_k`` None: no AutoAttack) and 2/255,
     ImageNet-C's mean_acc and mCE and ImageNet-S's sys_mean and sys_std."""
-    rows = [_row("clean", "top1", "clean", top1)]
+    rows = [metric_row("clean", "top1", "clean", top1)]
     for eps in (2 / 255, 8 / 255):
         scale = 1.0 if eps > 3 / 255 else 1.5
-        rows.append(_row("pgd_linf", "robust_acc", "pgd_linf", min(int(pgd_k * scale), top1), eps=eps,
+        rows.append(metric_row("pgd_linf", "robust_acc", "pgd_linf", min(int(pgd_k * scale), top1), eps=eps,
                          **pgd(steps, eps)))  # fmt: skip
         if aa_k is not None:
-            rows.append(_row("autoattack", "robust_acc", "autoattack", min(int(aa_k * scale), top1), eps=eps,
+            rows.append(metric_row("autoattack", "robust_acc", "autoattack", min(int(aa_k * scale), top1), eps=eps,
                              norm="Linf"))  # fmt: skip
     rows += [
-        _row("imagenet_c", "mean_acc", None, value=mean_acc, param_set="cifar"),
-        _row("imagenet_c", "mce", None, value=100 - 100 * mean_acc, param_set="cifar"),
-        _row("imagenet_s", "sys_mean", None, top1 - 8),
-        _row("imagenet_s", "sys_std", None, value=sys_std),
+        metric_row("imagenet_c", "mean_acc", None, value=mean_acc, param_set="cifar"),
+        metric_row("imagenet_c", "mce", None, value=100 - 100 * mean_acc, param_set="cifar"),
+        metric_row("imagenet_s", "sys_mean", None, top1 - 8),
+        metric_row("imagenet_s", "sys_std", None, value=sys_std),
     ]
     rows[-4].update(ci_low=mean_acc - 0.02, ci_high=mean_acc + 0.02, ci_method="bootstrap")
     return write_run(results, model, "cnn", rows, data=data, input_size=input_size)
@@ -241,7 +241,7 @@ def test_leaderboard_columns_values_and_ranks(tmp_path):
     header, rows = _markdown_board((tmp_path / "b" / "compare.md").read_text(), "cifar10")
     assert header[5] == "robust acc. % @2/255 Linf (autoattack)" and rows["wrn"][5].startswith("75.0 [")
     proc = run_compare(results, "--budget", "eight", "--out", tmp_path / "c")
-    _assert_user_error(proc, "--budget 'eight'")
+    assert_compare_error(proc, "--budget 'eight'")
 
 
 def test_leaderboard_withholds_what_was_measured_otherwise(tmp_path):

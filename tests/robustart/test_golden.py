@@ -2,8 +2,8 @@
 
 A run id is a hash of everything that changes a result, so a refactor that keeps behaviour keeps every id; the
 fast quickstart's metrics table is the whole pipeline's output (training, PGD, corruptions, system noise, scoring).
-``python tests/test_golden.py`` rewrites the files; do that only for a change that is meant to change results,
-and say which ids and numbers changed and why.
+``PYTHONPATH=. python tests/robustart/test_golden.py`` rewrites the files; do that only for a change that is
+meant to change results, and say which ids and numbers changed and why.
 """
 
 from __future__ import annotations

@@ -25,7 +25,10 @@ from robustart.noise.natural.perturbations import (
     perturbation_frames,
 )
 from robustart.noise.seeding import SampleRNG
-from tests.test_natural_motion import _fit, _one_torch_thread  # noqa: F401  (the autouse fixture applies here too)
+from tests.conftest import fit_photo
+
+# torch single-threaded: on a shared 2-core runner a second intra-op thread mostly waits for a busy core
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RANDOM = ("gaussian_noise", "shot_noise", "speckle_noise", "snow", "spatter")
 
@@ -34,7 +37,7 @@ RANDOM = ("gaussian_noise", "shot_noise", "speckle_noise", "snow", "spatter")
 def _photo(name: str, h: int, w: int) -> np.ndarray:
     from skimage import data
 
-    return _fit(getattr(data, name)(), h, w)
+    return fit_photo(getattr(data, name)(), h, w)
 
 
 def _batch(*arrays: np.ndarray) -> torch.Tensor:
@@ -498,7 +501,7 @@ def _grey_photo(name: str, size: int) -> np.ndarray:
     photo = getattr(data, name)()
     if photo.ndim == 3:
         photo = np.round(color.rgb2gray(photo) * 255).astype(np.uint8)
-    return _fit(photo, size, size)
+    return fit_photo(photo, size, size)
 
 
 def _grey_photos(size: int = 28) -> torch.Tensor:

@@ -15,9 +15,10 @@ from timm.models import get_pretrained_cfg
 from robustart import model_zoo
 from robustart.model_zoo.registry import get_entry
 from robustart.model_zoo.weights import read_state_dict
+from tests.conftest import REPO
 
 NAMES = model_zoo.list_models()
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONF = REPO / "conf" / "model"
 
 #: what each family must hold (nas_subnet / nas_supernet, the zoo's own search, may come on top)
 EXPECTED = {

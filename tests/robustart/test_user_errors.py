@@ -1,8 +1,8 @@
 """Every message a user's command line can end with (exit status 2), checked in-process as one table: the config is
 composed as the command line composes it and run through :func:`robustart.run.run`. Composition errors (an unknown
 name, a misspelt key, a wrong type) come from Hydra; every other refusal is a :class:`UserError` raised before any
-result is written. ``tests/test_cli.py`` checks, in a subprocess, that both kinds end in exit status 2 with one
-message and no traceback."""
+result is written. ``tests/robustart/test_cli.py`` checks, in a subprocess, that both kinds end in exit status 2
+with one message and no traceback."""
 
 from __future__ import annotations
 

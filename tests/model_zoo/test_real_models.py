@@ -7,7 +7,6 @@ zoo's ``efficientnet_lite0`` and ``cifar_resnet18`` with the trained weights the
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,32 +16,16 @@ from PIL import Image
 from robustart import model_zoo
 from robustart.data import eval_transform
 from robustart.noise.natural import BENCHMARK_CORRUPTIONS, CORRUPTIONS, corrupt
-
-
-def _foolbox_samples(prefix: str) -> list[tuple[Path, int]]:
-    from importlib.util import find_spec
-
-    spec = find_spec("foolbox")  # located, not imported: only its data files are used
-    assert spec is not None, "foolbox (a dev dependency) is not installed"
-    folder = Path(spec.submodule_search_locations[0]) / "data"
-    files = sorted(p for p in folder.iterdir() if p.name.startswith(prefix + "_"))
-    assert len(files) == 20, f"foolbox should ship 20 {prefix} samples, found {len(files)}"
-    return [(p, int(p.stem.rsplit("_", 1)[1])) for p in files]  # names end in the label
+from tests.conftest import cifar10_samples, foolbox_samples
 
 
 def imagenet_samples(model: model_zoo.NormalizedModel) -> tuple[torch.Tensor, torch.Tensor]:
     """The 20 ImageNet samples through the model's own evaluation transform (224 x 224)."""
     meta = model.metadata
     transform = eval_transform(meta.input_size, meta.crop_pct, meta.interpolation)
-    samples = _foolbox_samples("imagenet")
+    samples = foolbox_samples("imagenet")
     x = torch.stack([transform(Image.open(p).convert("RGB")) for p, _ in samples])
     return x, torch.tensor([label for _, label in samples])
-
-
-def cifar10_samples() -> tuple[torch.Tensor, torch.Tensor]:
-    samples = _foolbox_samples("cifar10")
-    x = torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p, _ in samples])
-    return x.float() / 255, torch.tensor([label for _, label in samples])
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +115,7 @@ def test_jpeg_pixels_equal_pillows_on_imagenet_samples():
     from robustart.noise.natural.digital import save_like_released
     from robustart.noise.natural.params import IMAGENET_PARAMS
 
-    pictures = [
-        Image.open(p).convert("RGB").resize((224, 224), Image.BILINEAR) for p, _ in _foolbox_samples("imagenet")
-    ]
+    pictures = [Image.open(p).convert("RGB").resize((224, 224), Image.BILINEAR) for p, _ in foolbox_samples("imagenet")]
     rgb = np.stack([np.asarray(p) for p in pictures])
     grey = np.stack([np.asarray(p.convert("L")) for p in pictures])
     for levels in (rgb, grey[..., None]):
