@@ -40,7 +40,8 @@ def options_by_noise(noise) -> dict[str, Any]:
         options = getattr(item, "built_with", None)
         if options is not None:
             found.setdefault(item.name, options)
-        stack.extend(p for p in item.parts() if isinstance(p, Noise))
+        parts = getattr(item, "parts", None)  # sequence noises (ImageNet-P) hold no other noises
+        stack.extend(p for p in (parts() if parts is not None else []) if isinstance(p, Noise))
     return found
 
 
@@ -95,7 +96,8 @@ def add_protocol(frame: pd.DataFrame, noise, *, recipe: str, image_side: int | N
         cols = protocol_of(found, budget, image_side) if found is not None else dict.fromkeys(NOISE_PROTOCOL)
         table.append({"noise": name, "eps": eps, **cols})
     columns = ["noise", "eps", *NOISE_PROTOCOL]
-    joined = keys.merge(pd.DataFrame(table, columns=columns), on=["noise", "eps"], how="left", validate="many_to_one")
+    table = pd.DataFrame(table, columns=columns).astype({"noise": object, "eps": "float64"})  # typed when empty
+    joined = keys.merge(table, on=["noise", "eps"], how="left", validate="many_to_one")
     frame = frame.copy()
     for column in NOISE_PROTOCOL:
         values = joined[column].astype(object).to_numpy()

@@ -227,14 +227,17 @@ def _column(board: Board, title: str, measure: Measure, rows: pd.DataFrame) -> C
     column = Column(title + ("" if measure.higher_is_better else " (lower is better)"), measure)
     _fill(column, chosen, measure.higher_is_better)
     others = rows[~rows["entry"].isin(chosen["entry"])].drop_duplicates("entry")
-    for r in others.to_dict("records"):
-        column.cells[r["entry"]] = f"n/c: {_protocol_text(r, protocol)}"
-    if len(others):
-        board.notes.append(
-            f"{measure.metric} on {board.data}: withheld for {_names(others['entry'])}: measured under another "
-            f"protocol ({_difference(others.iloc[0].to_dict(), protocol)})"
-        )
+    _withhold(board, column, others, protocol, measure.metric, "measured under another protocol")
     return column
+
+
+def _withhold(board, column, rows: pd.DataFrame, protocol: dict, what: str, how: str, tail: str = "") -> None:
+    """Mark ``rows``' entries not comparable (``n/c``) in ``column``, with a note saying why."""
+    for r in rows.to_dict("records"):
+        column.cells[r["entry"]] = f"n/c: {_protocol_text(r, protocol)}"
+    if len(rows):
+        difference = _difference(rows.iloc[0].to_dict(), protocol)
+        board.notes.append(f"{what} on {board.data}: withheld for {_names(rows['entry'])}: {how} ({difference}){tail}")
 
 
 def _names(entries, limit: int = 5) -> str:
@@ -280,14 +283,8 @@ def _robust(board: Board, rows: pd.DataFrame, eps: float, norm: str, present: li
     column = Column(f"robust acc. % @{board.budget} ({attack})", Measure(protocol["noise"], "robust_acc", "robust_acc"))
     _fill(column, chosen, True)
     withheld = strongest[~strongest["entry"].isin(chosen["entry"])]
-    for r in withheld.to_dict("records"):
-        column.cells[r["entry"]] = f"n/c: {_protocol_text(r, protocol)}"
-    if len(withheld):
-        board.notes.append(
-            f"{what} on {board.data}: withheld for {_names(withheld['entry'])}: attacked with another "
-            f"attack/protocol ({_difference(withheld.iloc[0].to_dict(), protocol)}), not comparable with the "
-            f"column's {attack}"
-        )
+    _withhold(board, column, withheld, protocol, what, "attacked with another attack/protocol",
+              f", not comparable with the column's {attack}")  # fmt: skip
     return column
 
 

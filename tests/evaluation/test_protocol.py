@@ -105,3 +105,13 @@ def test_options_classes_declare_only_protocol_columns():
         assert set(getattr(options, "PROTOCOL", {})) <= set(NOISE_PROTOCOL), name
         for f in dataclasses.fields(options):
             assert f.metadata.get("protocol", "norm") in NOISE_PROTOCOL, (name, f.name)
+
+
+def test_no_rows_and_sequence_noises_leave_the_columns_typed():
+    from robustart.noise.natural.sequences import SequenceNoise
+
+    empty = pd.DataFrame({"noise": pd.Series(dtype=object), "eps": pd.Series(dtype="float64")})
+    sequences = SequenceNoise.__new__(SequenceNoise)  # holds no other noise, and no parts()
+    sequences.name = "imagenet_p"
+    out = add_protocol(empty, sequences, recipe="none", image_side=224)
+    assert out.empty and set(NOISE_PROTOCOL) <= set(out.columns)
