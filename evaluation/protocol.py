@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from robustart.noise.adversarial.attack_base import parse_eps
 from robustart.noise.base import Noise
 from robustart.noise.natural.params import parameter_set_name
 from robustart.noise.options import NOISE_PROTOCOL
@@ -67,8 +68,7 @@ def protocol_of(options, eps: float | None = None, image_side: int | None = None
     if cols["step_size"] == "eps":
         cols["step_size"] = eps
     elif isinstance(cols["step_size"], str):  # an absolute step written as users write budgets
-        num, _, den = cols["step_size"].partition("/")
-        cols["step_size"] = float(num) / float(den or 1)
+        cols["step_size"] = parse_eps(cols["step_size"])
     elif rel is not None and eps is not None:
         cols["step_size"] = rel * eps
     return cols
