@@ -39,6 +39,18 @@ FAST = [
 ]
 
 
+def pytest_configure(config):
+    """A parallel run (pytest-xdist's ``-n``) gives each worker its share of the cores, through the environment
+    the workers start with: torch, the BLAS libraries and the programs a test starts read it when they load, and
+    two workers of two threads each on two cores spend much of their time waiting for one another. A count set
+    by hand is kept."""
+    workers = len(getattr(config.option, "tx", None) or []) if getattr(config.option, "dist", "no") != "no" else 0
+    if workers and "PYTEST_XDIST_WORKER" not in os.environ:  # the controller, before it starts the workers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(variable, str(max(1, cores // workers)))
+
+
 _registered: tuple | None = None
 _composed: dict[tuple, object] = {}
 
