@@ -51,6 +51,12 @@ def pytest_configure(config):
             os.environ.setdefault(variable, str(max(1, cores // workers)))
 
 
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first, otherwise in their order: the workers take tests in this order, and a test of a few
+    minutes started last keeps one core busy while the others have nothing left to do."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 _registered: tuple | None = None
 _composed: dict[tuple, object] = {}
 
