@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -227,14 +228,23 @@ def fashion_subset_model(tmp_path_factory):
 # ------------------------------------------------------------- helpers shared by several test files
 
 
+@contextmanager
+def torch_threads(count: int):
+    """Torch's intra-op thread count set to ``count`` inside the block, and put back after it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Run torch single-threaded here: on a shared 2-core runner a second intra-op thread mostly waits for a
     busy core (several times slower), and the comparisons are per image anyway."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def fit_photo(photo: np.ndarray, h: int, w: int) -> np.ndarray:

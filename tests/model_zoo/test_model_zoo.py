@@ -15,7 +15,7 @@ from timm.models import get_pretrained_cfg
 from robustart import model_zoo
 from robustart.model_zoo.registry import get_entry
 from robustart.model_zoo.weights import read_state_dict
-from tests.conftest import REPO
+from tests.conftest import REPO, torch_threads
 
 NAMES = model_zoo.list_models()
 CONF = REPO / "conf" / "model"
@@ -66,10 +66,8 @@ SLOW = SERIES_MIDDLE | {
 def one_thread():
     """Batches of two tiny images gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's
     spin-waiting against other processes makes them 10-100x slower: run this module on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def architecture(name: str) -> str:

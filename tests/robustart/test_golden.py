@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import FAST, compose_config
+from tests.conftest import FAST, compose_config, torch_threads
 
 GOLDEN = Path(__file__).parent / "golden"
 #: torch's intra-op threads the metrics golden was recorded with: a float32 sum split over another number of
@@ -55,16 +55,10 @@ def run_ids() -> dict[str, str]:
 def quickstart_metrics(results: Path) -> pd.DataFrame:
     """The fast quickstart's metrics, keyed and sorted, with the columns that describe the numbers; trained and
     evaluated on :data:`GOLDEN_THREADS` threads (the checkpoint cache must be fresh, or it was trained otherwise)."""
-    import torch
-
     from robustart.run import run
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(GOLDEN_THREADS)
-    try:
+    with torch_threads(GOLDEN_THREADS):
         result = run(compose_config([*FAST, f"paths.results_dir={results}"]))
-    finally:
-        torch.set_num_threads(threads)
     keys = ["noise", "condition", "metric", "severity", "eps"]
     table = result.metrics[[*keys, "value", "ci_low", "ci_high", "n", "run_id", "weights"]]
     table = table.astype({"severity": "float64", "eps": "float64", "n": "float64"})
