@@ -53,8 +53,9 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The slow tests first, otherwise in their order: the workers take tests in this order, and a test of a few
-    minutes started last keeps one core busy while the others have nothing left to do."""
+    """The slow tests first, otherwise in their order: the workers take tests from one queue in this order
+    (``--maxschedchunk 1`` in ``pyproject.toml``), and a test of a few minutes started last keeps one core busy
+    while the others have nothing left to do."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
