@@ -24,7 +24,9 @@ Definitions (the report repeats them):
   ``nas_subnet#<id>``) within one data set; where its runs were trained with several recipes, each recipe is its own
   entry (``<group> [<recipe>]``). Runs pool into one row only when every protocol column agrees (true replicates:
   other seeds, other samples); the same value and interval in two runs of one entry (the clean pass each noise's run
-  of one checkpoint repeats) is one measurement and counts once. The row's value is the mean over its runs. With one
+  of one checkpoint repeats) is one measurement and counts once, and of the runs of one checkpoint on one data set
+  only those over the most samples (``n``) count (``max_samples`` takes the first images: a run on fewer measured a
+  part of theirs again). The row's value is the mean over its runs. With one
   run, its interval is that run's stored one (Wilson or bootstrap; none for CE, mCE, ``sys_std``...). With ``k >=
   2`` runs of values ``v_i`` and standard errors ``s_i = (ci_high - ci_low) / 3.92``, it is ``mean(v) +- 1.96 *
   sqrt(var(v) / k + sum(s_i^2) / k^2)`` (``var`` with ``ddof=1``; a run without an interval adds no ``s_i``), so
@@ -200,7 +202,7 @@ def format_markdown(c: Comparison) -> str:
     for board in _boards(c):
         header, rows = board_text(board, name)
         lines += [f"## Leaderboard: {board.title}", ""]
-        lines += [*markdown_table(header, rows, 4), ""]
+        lines += [*markdown_table(header, rows, len(header) - len(board.columns)), ""]
         lines += [f"- {n}" for n in board.notes] + ([""] if board.notes else [])
     lines += ["## How to read", ""] + [f"- {d}" for d in DEFINITIONS] + [""]
     for view in wide_views(c):

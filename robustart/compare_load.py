@@ -16,7 +16,7 @@ from robustart import store
 from robustart.comparison import NONE, PERCENT_METRICS, PROTOCOL_TYPES, ROW_PROTOCOL, CompareError, Loaded
 
 #: per-row columns read from every file (the run's own columns come from the files' statistics)
-ROW_COLUMNS = ("metric", *ROW_PROTOCOL, "value", "ci_low", "ci_high")
+ROW_COLUMNS = ("metric", *ROW_PROTOCOL, "value", "ci_low", "ci_high", "n")
 #: per-run columns: constant within a run's file
 RUN_COLUMNS = ("run_id", "model", "family", "weights", "weights_source", "weights_id", "recipe", "data", "params",
                "flops", "input_size", "subnet")  # fmt: skip

@@ -67,13 +67,15 @@ def entry_labels(runs: pd.DataFrame, labels: pd.Series) -> pd.Series:
 
 def pool(rows, entry_of_run: np.ndarray, model_of_run: np.ndarray | None = None) -> pd.DataFrame:
     """One row per (entry, protocol) of ``rows`` (a pyarrow table: ``run``, ``metric``, the row protocol,
-    ``value``, ``ci_low``, ``ci_high``): ``entry`` (code, from ``entry_of_run[run]``), ``pid``, the metric and
-    protocol, ``runs``, ``value`` (the mean over the entry's runs) and its 95% interval.
+    ``value``, ``ci_low``, ``ci_high`` and optionally ``n``): ``entry`` (code, from ``entry_of_run[run]``), ``pid``,
+    the metric and protocol, ``runs``, ``value`` (the mean over the entry's runs) and its 95% interval.
 
     A run with several rows of one protocol (not written by robustart, but possible) counts once: the mean of its
-    rows and of their bounds. Runs of one entry with the same value and bounds under one protocol are one
-    measurement made twice (each noise's run repeats the clean pass), and count once when ``model_of_run`` gives
-    them the same code (the same model, weights and data). One run: its interval.
+    rows and of their bounds. Runs that ``model_of_run`` gives the same code (the same model, weights and data)
+    measure one model on one data set, so they are not replicates of one another: under one protocol only the
+    runs over the most samples (``n``) count (a run with a smaller ``max_samples`` measured a part of what
+    they measured over all of it), and of those, runs with the same value and bounds are one measurement made
+    twice (each noise's run repeats the clean pass) and count once. One run: its interval.
     ``k >= 2`` runs of values ``v_i`` and standard errors
     ``s_i = (ci_high - ci_low) / 3.92``: ``mean(v) +- 1.96 sqrt(var(v) / k + sum(s_i^2) / k^2)``; a run without an
     interval adds no ``s_i``; proportions clipped to [0, 1].
@@ -95,12 +97,17 @@ def pool(rows, entry_of_run: np.ndarray, model_of_run: np.ndarray | None = None)
         rows, pid, run = rows.take(first), pid[first], run[first]
     entry = np.asarray(entry_of_run, dtype=np.int64)[run]
     # one measurement repeated in several runs (the clean pass of one checkpoint on the same images, made again by
-    # each noise's run) is not a replicate: identical values and bounds of one model under one protocol count once
+    # each noise's run) is not a replicate: identical values and bounds of one model under one protocol count once,
+    # and a model's measurement on fewer of the same data's samples gives way to the one on the most
     model = np.asarray(model_of_run, dtype=np.int64)[run] if model_of_run is not None else run
     repeated = pd.DataFrame({"key": entry * width + pid, "model": model, "value": value, "low": low, "high": high})
-    repeated = repeated.duplicated()
-    if repeated.any():
-        keep = np.flatnonzero(~repeated.to_numpy())
+    dropped = repeated.duplicated().to_numpy().copy()
+    if "n" in rows.column_names:
+        n = pd.to_numeric(rows.column("n").to_pandas()).to_numpy(dtype=float)
+        most = pd.Series(n).groupby([repeated["key"], repeated["model"]]).transform("max").to_numpy()
+        dropped |= n < most  # a NaN (no n written) is never less: kept
+    if dropped.any():
+        keep = np.flatnonzero(~dropped)
         rows, pid, run, entry, value, low, high = (rows.take(keep), pid[keep], run[keep], entry[keep], value[keep],
                                                    low[keep], high[keep])  # fmt: skip
     keys, first, inverse, k = np.unique(entry * width + pid, return_index=True, return_inverse=True,

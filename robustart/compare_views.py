@@ -122,8 +122,10 @@ def text_rows(view: WideView) -> list[list[str]]:
 
 def board_text(board, name: str = "model") -> tuple[list[str], list[list[str]]]:
     """A leaderboard's header (``name``: what an entry is) and rows as text: ``value [95% interval] rank [best,
-    worst]``, the reason a value is withheld (``n/c: ...``), or — where the entry has no such row."""
-    header = ["#", name, "family", "runs", *(col.title for col in board.columns)]
+    worst]``, the reason a value is withheld (``n/c: ...``), or — where the entry has no such row. The family
+    column is left out where the entries are named by their family already (``--by family``)."""
+    with_family = "family" not in name.split("+")
+    header = ["#", name, *(["family"] if with_family else []), "runs", *(col.title for col in board.columns)]
     rows = []
     for k, entry in enumerate(board.entries, start=1):
         family, runs = board.info[entry]
@@ -138,7 +140,7 @@ def board_text(board, name: str = "model") -> tuple[list[str], list[list[str]]]:
                 m = col.measure
                 interval = "" if _missing(cell.ci_low) else f" [{m.show(cell.ci_low)}, {m.show(cell.ci_high)}]"
                 cells.append(f"{m.show(cell.value)}{interval} rank [{cell.rank_best}, {cell.rank_worst}]")
-        rows.append([str(k), entry, family, str(runs), *cells])
+        rows.append([str(k), entry, *([family] if with_family else []), str(runs), *cells])
     return header, rows
 
 

@@ -106,9 +106,10 @@ def _boards_html(c) -> list[str]:
         board = c.boards.get(data)
         if board is None or not board.columns:
             continue
-        header = ["#", "+".join(c.by), "family", "runs", *(col.title for col in board.columns)]
-        head = "".join(f"<th>{_e(h)}</th>" for h in header)
-        rows = [_board_row(board, k, entry) for k, entry in enumerate(board.entries, start=1)]
+        with_family = "family" not in c.by  # entries named by their family need no family column
+        header = ["#", "+".join(c.by), *(["family"] if with_family else []), "runs"]
+        head = "".join(f"<th>{_e(h)}</th>" for h in header + [col.title for col in board.columns])
+        rows = [_board_row(board, k, entry, with_family) for k, entry in enumerate(board.entries, start=1)]
         parts.append(f'<h2 id="leaderboard-{_e(data)}">Leaderboard: {_e(data)}</h2>')
         robust = f"Robust accuracy at {_e(board.budget)} under the strongest attack; " if board.title != data else ""
         parts.append(
@@ -124,11 +125,13 @@ def _boards_html(c) -> list[str]:
     return parts
 
 
-def _board_row(board, k: int, entry: str) -> str:
+def _board_row(board, k: int, entry: str, with_family: bool = True) -> str:
     """One leaderboard row: its entry and, per column, the value with its interval and rank interval, the reason
     it is withheld, or —."""
     family, runs = board.info[entry]
-    tds = [f"<td>{k}</td>", f'<td class="name">{_e(entry)}</td>', f"<td>{_e(family)}</td>", f"<td>{runs}</td>"]
+    tds = [f"<td>{k}</td>", f'<td class="name">{_e(entry)}</td>']
+    tds += [f"<td>{_e(family)}</td>"] if with_family else []
+    tds.append(f"<td>{runs}</td>")
     for col in board.columns:
         cell, m = col.cells.get(entry), col.measure
         if cell is None:

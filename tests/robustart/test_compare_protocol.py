@@ -96,6 +96,49 @@ def test_one_measurement_repeated_by_several_runs_counts_once(tmp_path):
     assert top1.loc["vit", "runs"] == 2 and top1.loc["vit", "ci_high"] - top1.loc["vit", "ci_low"] < high - low
 
 
+def test_a_run_on_fewer_samples_of_one_model_gives_way_to_the_run_on_the_most(tmp_path):
+    """An AutoAttack run on the first 200 images beside runs on 1,000 of the same checkpoint and data: its clean
+    pass measured a part of theirs, so the entry's clean top-1 is theirs, not a pool of the two as replicates."""
+    results = tmp_path / "results"
+    for noise, protocol, run_id in (("pgd_linf", pgd(10, 2 / 255), "a" * 10), ("fgsm", {"norm": "Linf"}, "b" * 10)):
+        rows = [metric_row("clean", "top1", "clean", 536, n=1000)]  # each noise's run makes the same clean pass
+        rows.append(metric_row(noise, "robust_acc", noise, 174, n=1000, eps=2 / 255, **protocol))
+        write_run(results, "vit", "transformer", rows, run_id=run_id)
+    subset = [metric_row("clean", "top1", "clean", 90, n=200),
+              metric_row("autoattack", "robust_acc", "autoattack", 0, n=200, eps=8 / 255, norm="Linf")]  # fmt: skip
+    write_run(results, "vit", "transformer", subset, run_id="c" * 10)
+    other = [metric_row("clean", "top1", "clean", 520, n=1000)]  # another checkpoint on 1,000 images: a replicate
+    write_run(results, "vit", "transformer", other, run_id="d" * 10, weights="robustart:fedcba987654")
+    write_run(results, "cnn", "cnn", subset, run_id="e" * 10)  # a model with only the subset run keeps it
+
+    top1 = compare.table(results, metrics="top1").set_index("model")
+    v = np.array([536, 520]) / 1000
+    s = np.array([np.subtract(*wilson_interval(k, 1000)[::-1]) / (2 * compare.Z95) for k in (536, 520)])
+    half = compare.Z95 * math.sqrt(v.var(ddof=1) / 2 + (s**2).sum() / 4)
+    assert top1.loc["vit", "runs"] == 2 and top1.loc["vit", "value"] == pytest.approx(v.mean())
+    assert (top1.loc["vit", "ci_low"], top1.loc["vit", "ci_high"]) == pytest.approx((v.mean() - half, v.mean() + half))
+    assert top1.loc["cnn", "runs"] == 1 and top1.loc["cnn", "value"] == pytest.approx(90 / 200)
+    robust = compare.table(results, metrics="robust_acc").set_index(["model", "noise"])["value"]
+    assert robust[("vit", "autoattack")] == 0 and robust[("vit", "pgd_linf")] == pytest.approx(0.174)
+    # the leaderboard's clean column is the same pooled value
+    board = compare.compare(results).boards["fashion_mnist"]
+    clean = next(col for col in board.columns if col.measure.metric == "top1")
+    assert clean.cells["vit"].value == pytest.approx(v.mean())
+
+
+def test_a_leaderboard_by_family_shows_the_family_once(tmp_path):
+    results = tmp_path / "results"
+    _board_run(results, "wrn", 180, 110, 100, 0.71, 0.02)
+    _board_run(results, "resnet", 176, 60, 50, 0.65, 0.05)
+    assert compare.main([str(results), "--by", "family"]) == 0
+    header, rows = _markdown_board((results / "compare.md").read_text(), "cifar10")
+    assert header[:4] == ["#", "family", "runs", "clean top-1 %"] and rows["cnn"][:3] == ["1", "cnn", "2"]
+    report = (results / "report.html").read_text()
+    assert report.count("<th>family</th>") == 2  # the leaderboard's and the wide table's first column, once each
+    terminal = compare.format_terminal(compare.compare(results, by=["family"]))
+    assert all(line.split().count("family") <= 1 for line in terminal.splitlines())
+
+
 def test_old_schema_runs_compare_with_nulls(tmp_path):
     results = tmp_path / "results"
     rows = metric_rows(160, [150, 120, 60], [150, 110, 140, 70])
