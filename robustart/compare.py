@@ -174,12 +174,11 @@ def format_terminal(c: Comparison, max_rows: int = TERMINAL_ROWS) -> str:
         f"robustart compare: {summary_line(c)}",
         "cells: value [95% interval] #rank (best-worst rank consistent with the intervals)",
     ]
-    name = "+".join(c.by)
     boards = {b.data: b for b in _boards(c)}
     for view in wide_views(c):
         board = boards.get(view.data)
         if board is not None:
-            header, rows = board_text(board, name)
+            header, rows = board_text(board, c.by)
             lines += ["", f"leaderboard {board.title}:"]
             lines += aligned(header, rows[:max_rows])
         rows = text_rows(view)
@@ -198,9 +197,8 @@ def format_markdown(c: Comparison) -> str:
     """The comparison as Markdown: a summary, the leaderboards, the definitions, one table per data set, the
     notes."""
     lines = ["# robustart comparison", "", summary_line(c) + ".", ""]
-    name = "+".join(c.by)
     for board in _boards(c):
-        header, rows = board_text(board, name)
+        header, rows = board_text(board, c.by)
         lines += [f"## Leaderboard: {board.title}", ""]
         lines += [*markdown_table(header, rows, len(header) - len(board.columns)), ""]
         lines += [f"- {n}" for n in board.notes] + ([""] if board.notes else [])

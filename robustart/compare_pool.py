@@ -103,7 +103,7 @@ def pool(rows, entry_of_run: np.ndarray, model_of_run: np.ndarray | None = None)
     repeated = pd.DataFrame({"key": entry * width + pid, "model": model, "value": value, "low": low, "high": high})
     dropped = repeated.duplicated().to_numpy().copy()
     if "n" in rows.column_names:
-        n = pd.to_numeric(rows.column("n").to_pandas()).to_numpy(dtype=float)
+        n = rows.column("n").to_pandas().to_numpy(dtype=float)
         most = pd.Series(n).groupby([repeated["key"], repeated["model"]]).transform("max").to_numpy()
         dropped |= n < most  # a NaN (no n written) is never less: kept
     if dropped.any():

@@ -120,12 +120,17 @@ def text_rows(view: WideView) -> list[list[str]]:
     ]  # fmt: skip
 
 
-def board_text(board, name: str = "model") -> tuple[list[str], list[list[str]]]:
-    """A leaderboard's header (``name``: what an entry is) and rows as text: ``value [95% interval] rank [best,
-    worst]``, the reason a value is withheld (``n/c: ...``), or — where the entry has no such row. The family
-    column is left out where the entries are named by their family already (``--by family``)."""
-    with_family = "family" not in name.split("+")
-    header = ["#", name, *(["family"] if with_family else []), "runs", *(col.title for col in board.columns)]
+def board_header(board, by: list[str]) -> list[str]:
+    """A leaderboard's column names: rank, the entry (named by the ``by`` columns), its family unless the entries
+    are named by their family already (``--by family``), runs, then the board's measures."""
+    return ["#", "+".join(by), *(["family"] if "family" not in by else []), "runs", *(c.title for c in board.columns)]
+
+
+def board_text(board, by: list[str]) -> tuple[list[str], list[list[str]]]:
+    """A leaderboard's header (:func:`board_header`) and rows as text: ``value [95% interval] rank [best,
+    worst]``, the reason a value is withheld (``n/c: ...``), or — where the entry has no such row."""
+    with_family = "family" not in by
+    header = board_header(board, by)
     rows = []
     for k, entry in enumerate(board.entries, start=1):
         family, runs = board.info[entry]

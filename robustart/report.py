@@ -29,7 +29,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from robustart.compare_views import wide_views
+from robustart.compare_views import board_header, wide_views
 from robustart.comparison import DEFINITIONS, summary_line
 from robustart.report_figures import (
     _attack_figure,
@@ -106,9 +106,8 @@ def _boards_html(c) -> list[str]:
         board = c.boards.get(data)
         if board is None or not board.columns:
             continue
-        with_family = "family" not in c.by  # entries named by their family need no family column
-        header = ["#", "+".join(c.by), *(["family"] if with_family else []), "runs"]
-        head = "".join(f"<th>{_e(h)}</th>" for h in header + [col.title for col in board.columns])
+        head = "".join(f"<th>{_e(h)}</th>" for h in board_header(board, c.by))
+        with_family = "family" not in c.by  # as board_header: entries named by their family need no family column
         rows = [_board_row(board, k, entry, with_family) for k, entry in enumerate(board.entries, start=1)]
         parts.append(f'<h2 id="leaderboard-{_e(data)}">Leaderboard: {_e(data)}</h2>')
         robust = f"Robust accuracy at {_e(board.budget)} under the strongest attack; " if board.title != data else ""
@@ -125,7 +124,7 @@ def _boards_html(c) -> list[str]:
     return parts
 
 
-def _board_row(board, k: int, entry: str, with_family: bool = True) -> str:
+def _board_row(board, k: int, entry: str, with_family: bool) -> str:
     """One leaderboard row: its entry and, per column, the value with its interval and rank interval, the reason
     it is withheld, or —."""
     family, runs = board.info[entry]
